@@ -1,0 +1,128 @@
+"""Offline IQLearn for language models, as temporal-difference regularised maximum likelihood.
+
+Read a language model as an agent (Wulfmeier et al. 2024, "Imitating Language via Scalable Inverse
+Reinforcement Learning"): the state s_t is the prefix, the action a_t the next token, the dynamics
+concatenate (s_{t+1} = s_t + a_t), and the state after end-of-text is terminal with value 0. Its
+logits are a soft Q-function, Q(s_t, .) = logits[t], which fixes everything else:
+
+    V(s)       = logsumexp_a Q(s, a)                          soft value (temperature 1)
+    log pi(a|s) = Q(s, a) - V(s)                              the policy is softmax(Q)
+    r_t        = Q(s_t, a_t) - gamma * V(s_{t+1})              implicit reward (V = 0 after EOS)
+
+IQLearn (Garg et al. 2021) with the chi^2 regulariser picks Q by maximising, over expert data E,
+
+    E_E[Q(s,a) - gamma V(s')] - (1 - gamma) E_rho0[V(s0)] - lam * E_E[r^2].
+
+Offline, the initial-state term telescopes along each expert trajectory s0, s1, ..., sT:
+(1 - gamma) E_rho0[V(s0)] = E_E[V(s) - gamma V(s')] (every V(s_t) with t > 0 appears once with + and
+once with -gamma and cancels). Substituting, the gamma V(s') terms cancel transition by transition:
+
+    J = E_E[Q(s,a) - V(s)] - lam * E_E[r^2] = E_E[log pi(a|s)] - lam * E_E[(Q(s,a) - gamma V(s'))^2]
+
+so the loss to minimise is  nll + lam * td.  lam = 0 is plain cross-entropy (MLE); lam > 0 adds a
+penalty that ties each state's value to the next one's, which MLE leaves free (shifting all of a
+state's logits by a constant changes no probability, but it does change r).
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+class _SoftValueAndQ(torch.autograd.Function):
+    """V(s_t) = logsumexp(logits[t]) and Q(s_t, a_t) = logits[t, a_t], in float32, in one pass.
+
+    Autograd would keep a float32 copy of the logits and a softmax for logsumexp's backward: a
+    second and third [B, T, V] tensor. The loss depends on position t's logits only through these
+    two scalars, so its gradient there is
+        dL/dlogits[t] = dL/dV_t * softmax(logits[t]) + dL/dQ_t * onehot(a_t),
+    which backward builds in a single [B, T, V] buffer, as cross-entropy's own backward does.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, actions: torch.Tensor):
+        # At least float32: a no-op for float32 (or float64) logits; bf16/fp16 are upcast once.
+        x = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        v = torch.logsumexp(x, dim=-1)
+        q = x.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+        ctx.save_for_backward(logits, actions, v)
+        return v, q
+
+    @staticmethod
+    def backward(ctx, grad_v: torch.Tensor, grad_q: torch.Tensor):
+        logits, actions, v = ctx.saved_tensors
+        grad = torch.sub(logits, v.unsqueeze(-1))  # v's dtype by type promotion, one allocation
+        grad.exp_().mul_(grad_v.unsqueeze(-1))     # softmax(logits) * dL/dV
+        grad.scatter_add_(-1, actions.unsqueeze(-1), grad_q.unsqueeze(-1))  # + onehot(a_t) * dL/dQ
+        return grad.to(logits.dtype), None
+
+
+def _check(logits: torch.Tensor, targets: torch.Tensor, gamma: float, done: torch.Tensor | None,
+           lam: float = 0.0) -> None:
+    if not (math.isfinite(lam) and lam >= 0):
+        raise ValueError(f"lam must be a finite number >= 0, got {lam}")
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+    if logits.dim() != 3 or targets.shape != logits.shape[:2]:
+        raise ValueError(f"logits must be [B, T, V] and targets [B, T]; got {tuple(logits.shape)} "
+                         f"and {tuple(targets.shape)}")
+    if done is not None and (done.shape != targets.shape or done.dtype != torch.bool):
+        raise ValueError(f"done must be a bool tensor shaped like targets {tuple(targets.shape)}; "
+                         f"got {done.dtype} {tuple(done.shape)}")
+
+
+def _values(logits: torch.Tensor, targets: torch.Tensor, gamma: float, done: torch.Tensor | None,
+            ignore_index: int):
+    """Per-position pieces of the objective, all [B, T] float32 (bool for the masks):
+    V(s_t), Q(s_t, a_t), V(s_{t+1}), which positions are actions and which enter the TD term."""
+    is_action = targets != ignore_index
+    v, q = _SoftValueAndQ.apply(logits, targets.masked_fill(~is_action, 0))
+    # V(s_{t+1}) is the value at the next position. The last position has no next logits; after a
+    # terminal action the next state's value is 0 by definition.
+    v_next = F.pad(v[:, 1:], (0, 1))
+    has_next = torch.ones_like(is_action)
+    has_next[:, -1] = False
+    if done is not None:
+        v_next = v_next.masked_fill(done, 0.0)
+        has_next = has_next | done
+    # A cut window's last action (not terminal, next logits not computed) counts in nll, not in td.
+    is_td = is_action & has_next
+    return v, q, gamma * v_next, is_action, is_td
+
+
+def iqlearn_loss(logits: torch.Tensor, targets: torch.Tensor, lam: float = 0.5, gamma: float = 1.0,
+                 done: torch.Tensor | None = None, ignore_index: int = -1
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Offline IQLearn loss  nll + lam * td  (module docstring for the derivation).
+
+    logits  [B, T, V]  Q(s_t, .) at every position, any float dtype (computed in float32)
+    targets [B, T]     expert action a_t, or ignore_index where t is not an action (prompt, padding)
+    done    [B, T]     True where a_t ends the episode (V(s_{t+1}) = 0); None: no terminals
+    Returns the scalar loss and detached statistics for logging.
+    """
+    _check(logits, targets, gamma, done, lam)
+    v, q, gamma_v_next, is_action, is_td = _values(logits, targets, gamma, done, ignore_index)
+
+    # MLE term: -log pi(a_t|s_t) = V(s_t) - Q(s_t, a_t), averaged over action positions as
+    # cross-entropy averages it (0/0 = nan when there are none, as for F.cross_entropy).
+    nll = torch.where(is_action, v - q, 0.0).sum() / is_action.sum()
+    # chi^2 regulariser: the implicit reward r_t = Q(s_t, a_t) - gamma V(s_{t+1}), squared.
+    r = torch.where(is_td, q - gamma_v_next, 0.0)
+    n_td = is_td.sum().clamp(min=1)
+    td = r.square().sum() / n_td
+    loss = nll + lam * td if lam > 0 else nll
+
+    stats = {"nll": nll.detach(), "td": td.detach(), "reward_mean": (r.sum() / n_td).detach(),
+             "value_mean": (torch.where(is_action, v, 0.0).sum() / is_action.sum()).detach()}
+    return loss, stats
+
+
+@torch.no_grad()
+def implicit_rewards(logits: torch.Tensor, targets: torch.Tensor, gamma: float = 1.0,
+                     done: torch.Tensor | None = None, ignore_index: int = -1) -> torch.Tensor:
+    """r_t = Q(s_t, a_t) - gamma V(s_{t+1}) at TD positions, 0 elsewhere: [B, T], float32 or wider.
+    A sequence's extracted return is the sum over its positions."""
+    _check(logits, targets, gamma, done)
+    _, q, gamma_v_next, _, is_td = _values(logits, targets, gamma, done, ignore_index)
+    return torch.where(is_td, q - gamma_v_next, 0.0)

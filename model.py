@@ -1,0 +1,254 @@
+"""A GPT written from scratch: the soft Q-function of IQLearn.
+
+A decoder-only transformer (GPT-2 layout: pre-LayerNorm blocks, causal self-attention, GELU MLP,
+tied input/output embeddings). Its logits at position t are read as Q(s_t, .), the soft Q-values
+of every next token given the prefix s_t; the loss that gives them that meaning lives in
+iqlearn.py, so the model returns logits and nothing else.
+
+Incremental decoding: pass a `KVCache` to `forward` and the model appends the new positions' keys
+and values to it, so generating n tokens costs n short forward passes instead of n full ones.
+Prompts of different lengths are left-padded; the cache records how many pad tokens each row has,
+and attention never looks at them.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int
+    block_size: int
+    n_layer: int
+    n_head: int
+    n_embd: int
+    dropout: float = 0.0
+    bias: bool = False
+
+
+class LayerKV:
+    """Keys and values of one attention layer for the positions seen so far: [B, n_head, S, head_dim]."""
+
+    def __init__(self, max_len: int):
+        self.max_len = max_len
+        self.k = self.v = None
+        self.length = 0
+
+    def extend(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the new positions' k, v and return those of all positions so far."""
+        if self.k is None:  # allocate on first use, in whatever dtype autocast gave us
+            B, H, _, D = k.shape
+            self.k = k.new_empty(B, H, self.max_len, D)
+            self.v = v.new_empty(B, H, self.max_len, D)
+        end = self.length + k.size(2)
+        self.k[:, :, self.length:end] = k
+        self.v[:, :, self.length:end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
+class KVCache:
+    """Everything incremental decoding remembers: per-layer keys/values and each row's left padding."""
+
+    def __init__(self, n_layer: int, max_len: int, n_pad: torch.Tensor):
+        self.layers = [LayerKV(max_len) for _ in range(n_layer)]
+        self.n_pad = n_pad  # [B] number of pad tokens at the start of each row
+        self.length = 0     # positions processed so far (pads included)
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep only `rows` (in that order): beam search uses it to follow surviving beams."""
+        self.n_pad = self.n_pad[rows]
+        for layer in self.layers:
+            if layer.k is not None:
+                layer.k, layer.v = layer.k[rows], layer.v[rows]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0
+        self.n_head = config.n_head
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v at once
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, kv: LayerKV | None) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if kv is not None:
+            k, v = kv.extend(k, v)
+        # Without a cache the plain causal mask applies (and the fused flash kernel with it); with a
+        # cache the caller built an explicit mask that also hides left padding.
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None,
+            dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm residual block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, kv: LayerKV | None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), attn_mask, kv)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # tied: one matrix embeds tokens and scores them
+        self.apply(self._init_weights)
+        # GPT-2: each block adds two residual contributions, so shrink them to keep the residual
+        # stream's variance from growing with depth.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; the position table is left out by default (as in the 6N FLOPs rule)."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.wpe.weight.numel() if non_embedding else n
+
+    def new_cache(self, n_pad: torch.Tensor, max_len: int | None = None) -> KVCache:
+        """An empty KV cache for a batch whose rows start with n_pad[b] pad tokens."""
+        return KVCache(self.config.n_layer, max_len or self.config.block_size, n_pad)
+
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Token ids [B, T] -> logits [B, T, vocab_size], i.e. Q(s_t, .) at every position t.
+
+        With a cache, idx holds the positions after the cached ones (a whole prompt, then one token
+        at a time) and the cache grows by T.
+        """
+        B, T = idx.shape
+        start = 0 if cache is None else cache.length
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence of length {start + T} is longer than block_size "
+                             f"{self.config.block_size}")
+        slots = torch.arange(start, start + T, device=idx.device)
+        if cache is None:
+            pos, attn_mask = slots, None
+        else:
+            pos, attn_mask = self._cached_positions_and_mask(slots, cache.n_pad)
+        x = self.drop(self.wte(idx) + self.wpe(pos))
+        for i, block in enumerate(self.blocks):
+            x = block(x, attn_mask, None if cache is None else cache.layers[i])
+        if cache is not None:
+            cache.length += T
+        return self.lm_head(self.ln_f(x))
+
+    @staticmethod
+    def _cached_positions_and_mask(slots: torch.Tensor, n_pad: torch.Tensor):
+        """Positions [B, T] counted from each row's first real token, and the attention mask
+        [B, 1, T, S] that lets slot i see slot j iff j <= i and j is not padding. A pad slot may see
+        itself, so no softmax row is empty (an empty one would give NaN and poison the cache)."""
+        keys = torch.arange(int(slots[-1]) + 1, device=slots.device)
+        pos = (slots[None, :] - n_pad[:, None]).clamp(min=0)
+        causal = keys[None, None, :] <= slots[None, :, None]
+        not_pad = keys[None, None, :] >= n_pad[:, None, None]
+        itself = keys[None, None, :] == slots[None, :, None]
+        return pos, (causal & (not_pad | itself)).unsqueeze(1)
+
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]], max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, eos_id: int | None = None,
+                 generator: torch.Generator | None = None) -> list[list[int]]:
+        """Continue each prompt (a list of token ids) by up to max_new_tokens tokens, all prompts in
+        one batch. temperature 0 is greedy. A row stops after emitting eos_id (kept in its output)
+        or when the block is full. Returns the new tokens of each row."""
+        device = self.wte.weight.device
+        idx, n_pad = left_pad(prompts, device)
+        max_new_tokens = min(max_new_tokens, self.config.block_size - idx.size(1))
+        cache = self.new_cache(n_pad)
+        out = torch.empty(len(prompts), max(max_new_tokens, 0), dtype=torch.long, device=device)
+        finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+        for step in range(max_new_tokens):
+            logits = self(idx, cache)[:, -1, :].float()
+            idx = sample_next(logits, temperature, top_k, generator)
+            out[:, step] = idx[:, 0]
+            if eos_id is not None:
+                finished |= idx[:, 0] == eos_id
+                if finished.all():
+                    out = out[:, :step + 1]
+                    break
+        return [cut_after_eos(row, eos_id) for row in out.tolist()]
+
+    def configure_optimizer(self, weight_decay: float, learning_rate: float,
+                            betas: tuple[float, float] = (0.9, 0.95)) -> torch.optim.AdamW:
+        """AdamW with weight decay on matrices and embeddings only (not on norms or biases), using
+        the fused kernel where this device has one."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        try:
+            return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=True)
+        except RuntimeError:  # no fused AdamW for this device (e.g. older MPS builds)
+            return torch.optim.AdamW(groups, lr=learning_rate, betas=betas)
+
+
+def left_pad(rows: list[list[int]], device: torch.device | str, pad_id: int = 0):
+    """Stack token lists into one [B, T] tensor, padding on the left; also return the pad counts."""
+    if not rows or min(len(r) for r in rows) == 0:
+        raise ValueError("every prompt needs at least one token")
+    width = max(len(r) for r in rows)
+    idx = torch.tensor([[pad_id] * (width - len(r)) + list(r) for r in rows], device=device)
+    n_pad = torch.tensor([width - len(r) for r in rows], device=device)
+    return idx, n_pad
+
+
+def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """Next token [B, 1] from last-position logits [B, V]: argmax at temperature 0, else a draw from
+    softmax(logits / temperature) restricted to the top_k tokens when top_k is given."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
+
+
+def cut_after_eos(tokens: list[int], eos_id: int | None) -> list[int]:
+    """Drop what follows the first eos_id (rows that finished early keep sampling junk)."""
+    if eos_id is not None and eos_id in tokens:
+        return tokens[:tokens.index(eos_id) + 1]
+    return tokens

@@ -1,0 +1,170 @@
+"""The loss against cross-entropy and against a slow per-position reference."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from iqlearn import implicit_rewards, iqlearn_loss
+
+B, T, V = 3, 7, 11
+
+
+def random_batch(seed=0, dtype=torch.float64):
+    """Logits plus targets with a prompt mask, right padding, a terminal and a cut last position."""
+    g = torch.Generator().manual_seed(seed)
+    logits = (3 * torch.randn(B, T, V, generator=g)).to(dtype).requires_grad_()
+    targets = torch.randint(0, V, (B, T), generator=g)
+    done = torch.zeros(B, T, dtype=torch.bool)
+    targets[0, :2] = -1                  # row 0: a 2-token prompt, an EOS at t=4, then padding
+    done[0, 4] = True
+    targets[0, 5:] = -1
+    targets[1, :1] = -1                  # row 1: a prompt, then actions to the end (a cut window)
+    done[2, T - 1] = True                # row 2: all actions, terminal at the very end
+    return logits, targets, done
+
+
+def reference_loss(logits, targets, lam, gamma, done, ignore_index=-1):
+    """The definition, one position at a time."""
+    nll, td, n_action, n_td = 0.0, 0.0, 0, 0
+    for b in range(logits.size(0)):
+        for t in range(logits.size(1)):
+            a = int(targets[b, t])
+            if a == ignore_index:
+                continue
+            nll = nll - F.log_softmax(logits[b, t], dim=-1)[a]
+            n_action += 1
+            if done is not None and done[b, t]:
+                v_next = 0.0
+            elif t + 1 < logits.size(1):
+                v_next = torch.logsumexp(logits[b, t + 1], dim=-1)
+            else:
+                continue  # cut window: V(s_{t+1}) unknown, left out of td
+            td = td + (logits[b, t, a] - gamma * v_next) ** 2
+            n_td += 1
+    return nll / n_action + lam * td / n_td
+
+
+def grad_of(loss, x):
+    (g,) = torch.autograd.grad(loss, x)
+    return g
+
+
+def test_lam_zero_is_cross_entropy_in_value_and_gradient():
+    logits, targets, done = random_batch(dtype=torch.float32)
+    ours, _ = iqlearn_loss(logits, targets, lam=0.0, gamma=0.9, done=done)
+    ce = F.cross_entropy(logits.view(-1, V), targets.view(-1), ignore_index=-1)
+    torch.testing.assert_close(ours, ce)
+    torch.testing.assert_close(grad_of(ours, logits), grad_of(ce, logits))
+
+
+@pytest.mark.parametrize("lam,gamma", [(0.5, 1.0), (2.0, 0.9), (0.1, 0.0)])
+@pytest.mark.parametrize("with_done", [True, False])
+def test_matches_per_position_reference(lam, gamma, with_done):
+    logits, targets, done = random_batch(seed=1)
+    done = done if with_done else None
+    ours, _ = iqlearn_loss(logits, targets, lam=lam, gamma=gamma, done=done)
+    ref = reference_loss(logits, targets, lam, gamma, done)
+    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(grad_of(ours, logits), grad_of(ref, logits))
+
+
+def test_gradient_matches_autograd_gradcheck():
+    logits, targets, done = random_batch(seed=2)
+    f = lambda x: iqlearn_loss(x, targets, lam=0.7, gamma=0.95, done=done)[0]
+    assert torch.autograd.gradcheck(f, (logits,))
+
+
+def test_value_shift_changes_td_not_nll():
+    logits, targets, done = random_batch(seed=3)
+    logits = logits.detach()
+    shifted = logits.clone()
+    shifted[1, 3] += 5.0  # same policy at that state, different soft value
+    _, before = iqlearn_loss(logits, targets, lam=1.0, done=done)
+    _, after = iqlearn_loss(shifted, targets, lam=1.0, done=done)
+    torch.testing.assert_close(before["nll"], after["nll"])
+    assert abs(float(before["td"] - after["td"])) > 1e-3
+
+
+def test_td_gradient_reaches_next_position():
+    # Only position 0 is an action; its TD target V(s_1) lives in position 1's logits, which the
+    # nll term never touches.
+    logits = torch.randn(1, 2, V, dtype=torch.float64, requires_grad=True)
+    targets = torch.tensor([[4, -1]])
+    mle, _ = iqlearn_loss(logits, targets, lam=0.0)
+    iq, _ = iqlearn_loss(logits, targets, lam=1.0)
+    assert grad_of(mle, logits)[0, 1].abs().max() == 0
+    assert grad_of(iq, logits)[0, 1].abs().max() > 1e-6
+
+
+def test_terminal_uses_zero_next_value():
+    logits = torch.randn(1, 2, V, dtype=torch.float64)
+    targets = torch.tensor([[4, -1]])
+    done = torch.tensor([[True, False]])
+    r = implicit_rewards(logits, targets, gamma=0.9, done=done)
+    torch.testing.assert_close(r, torch.tensor([[float(logits[0, 0, 4]), 0.0]], dtype=torch.float64))
+
+
+def test_implicit_rewards_match_definition_and_td():
+    logits, targets, done = random_batch(seed=4)
+    r = implicit_rewards(logits, targets, gamma=0.8, done=done)
+    v = torch.logsumexp(logits.detach(), -1)
+    # row 1, t=2: an action with a next position, not terminal
+    expected = logits[1, 2, targets[1, 2]] - 0.8 * v[1, 3]
+    torch.testing.assert_close(r[1, 2], expected.detach())
+    assert r[0, :2].eq(0).all() and r[0, 5:].eq(0).all()   # prompt and padding
+    assert r[1, T - 1] == 0                                  # cut window, no next state
+    _, stats = iqlearn_loss(logits, targets, lam=1.0, gamma=0.8, done=done)
+    is_td = r != 0
+    torch.testing.assert_close(stats["td"], r[is_td].square().mean())
+    torch.testing.assert_close(stats["reward_mean"], r[is_td].mean())
+
+
+def test_stats_value_mean_is_mean_soft_value_over_actions():
+    logits, targets, done = random_batch(seed=5)
+    _, stats = iqlearn_loss(logits, targets, lam=1.0, done=done)
+    v = torch.logsumexp(logits.detach(), -1)
+    torch.testing.assert_close(stats["value_mean"], v[targets != -1].mean())
+    assert all(not s.requires_grad for s in stats.values())
+
+
+def test_bf16_logits_match_float32():
+    logits, targets, done = random_batch(seed=6, dtype=torch.float32)
+    low = logits.detach().bfloat16()
+    loss_low, _ = iqlearn_loss(low, targets, lam=0.5, done=done)
+    loss_ref, _ = iqlearn_loss(low.float(), targets, lam=0.5, done=done)
+    assert loss_low.dtype == torch.float32
+    torch.testing.assert_close(loss_low, loss_ref)
+    g_low = grad_of(iqlearn_loss(low.requires_grad_(), targets, lam=0.5, done=done)[0], low)
+    assert g_low.dtype == torch.bfloat16
+
+
+def test_huge_logits_stay_finite():
+    logits, targets, done = random_batch(seed=7, dtype=torch.float32)
+    big = (logits.detach().sign() * 1e4).requires_grad_()
+    loss, stats = iqlearn_loss(big, targets, lam=0.5, done=done)
+    assert torch.isfinite(loss) and all(torch.isfinite(s) for s in stats.values())
+    assert torch.isfinite(grad_of(loss, big)).all()
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"lam": -0.1}, "lam"),
+    ({"lam": float("nan")}, "lam"),
+    ({"lam": float("inf")}, "lam"),
+    ({"gamma": 1.5}, "gamma"),
+    ({"gamma": -0.1}, "gamma"),
+    ({"gamma": float("nan")}, "gamma"),
+])
+def test_bad_arguments_raise(kwargs, match):
+    logits, targets, _ = random_batch()
+    with pytest.raises(ValueError, match=match):
+        iqlearn_loss(logits, targets, **kwargs)
+
+
+def test_shape_mismatch_raises():
+    logits, targets, done = random_batch()
+    with pytest.raises(ValueError, match="targets"):
+        iqlearn_loss(logits, targets[:, :-1])
+    with pytest.raises(ValueError, match="done"):
+        iqlearn_loss(logits, targets, done=done[:, :-1])
+    with pytest.raises(ValueError, match="done"):
+        implicit_rewards(logits, targets, done=done.long())

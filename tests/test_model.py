@@ -1,0 +1,102 @@
+"""The transformer: shapes, causality, tying, init, the KV cache and the optimizer."""
+
+import math
+
+import pytest
+import torch
+
+from model import GPT, GPTConfig
+
+
+def tiny(vocab=37, block=16, n_layer=2, **kw):
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=vocab, block_size=block, n_layer=n_layer, n_head=2, n_embd=16, **kw))
+
+
+def test_logits_at_every_position():
+    model = tiny()
+    idx = torch.randint(0, 37, (3, 10))
+    assert model(idx).shape == (3, 10, 37)
+
+
+def test_causal_logits_do_not_see_the_future():
+    model = tiny(n_layer=3)
+    idx = torch.randint(0, 37, (2, 12))
+    changed = idx.clone()
+    changed[:, 7:] = (changed[:, 7:] + 1) % 37
+    a, b = model(idx), model(changed)
+    torch.testing.assert_close(a[:, :7], b[:, :7])
+    assert (a[:, 7:] - b[:, 7:]).abs().max() > 1e-4
+
+
+def test_too_long_input_is_a_value_error():
+    model = tiny(block=8)
+    with pytest.raises(ValueError, match="block_size"):
+        model(torch.zeros(1, 9, dtype=torch.long))
+
+
+def test_lm_head_is_tied_to_token_embedding():
+    model = tiny()
+    assert model.lm_head.weight is model.wte.weight
+    assert model.lm_head.weight.data_ptr() == model.wte.weight.data_ptr()
+    n_unique = sum(p.numel() for p in model.parameters())
+    assert n_unique == model.num_params(non_embedding=False)
+    assert model.num_params() == n_unique - model.wpe.weight.numel()
+
+
+def test_gpt2_init_scales_residual_projections():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=500, block_size=64, n_layer=8, n_head=4, n_embd=128))
+    assert model.wte.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    proj = model.blocks[0].mlp.c_proj.weight
+    assert proj.std().item() == pytest.approx(0.02 / math.sqrt(16), rel=0.05)
+
+
+def test_kv_cache_gives_the_same_logits_as_a_full_forward():
+    model = tiny(n_layer=3).eval()
+    idx = torch.randint(0, 37, (2, 11))
+    full = model(idx)
+    cache = model.new_cache(n_pad=torch.zeros(2, dtype=torch.long))
+    parts = [model(idx[:, :5], cache)] + [model(idx[:, t:t + 1], cache) for t in range(5, 11)]
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_left_padded_batch_matches_each_prompt_alone():
+    model = tiny().eval()
+    prompts = [[1, 2, 3, 4, 5], [6, 7], [8, 9, 10]]
+    together = model.generate(prompts, max_new_tokens=6, temperature=0)
+    alone = [model.generate([p], max_new_tokens=6, temperature=0)[0] for p in prompts]
+    assert together == alone
+    # and greedy generation is argmax of a full forward, token by token
+    seq = list(prompts[1])
+    for _ in range(6):
+        seq.append(int(model(torch.tensor([seq]))[0, -1].argmax()))
+    assert together[1] == seq[2:]
+
+
+def test_generate_stops_at_eos_and_at_block_size():
+    model = tiny(block=10).eval()
+    out = model.generate([[1, 2, 3]], max_new_tokens=50, temperature=0)
+    assert len(out[0]) == 7  # the block is full
+    first = out[0][0]
+    assert model.generate([[1, 2, 3]], max_new_tokens=50, temperature=0, eos_id=first) == [[first]]
+
+
+def test_sampling_is_reproducible_with_a_generator_and_respects_top_k():
+    model = tiny().eval()
+    draw = lambda seed, **kw: model.generate([[1, 2]] * 4, 8, temperature=1.0,
+                                             generator=torch.Generator().manual_seed(seed), **kw)
+    assert draw(3) == draw(3)
+    assert draw(3) != draw(4)
+    top = model(torch.tensor([[1, 2]]))[0, -1].argmax().item()
+    assert all(row[0] == top for row in draw(5, top_k=1))
+
+
+def test_optimizer_decays_only_matrices():
+    model = tiny(bias=True)
+    opt = model.configure_optimizer(weight_decay=0.1, learning_rate=1e-3)
+    decayed, plain = opt.param_groups
+    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decayed["params"]) and all(p.dim() < 2 for p in plain["params"])
+    n = sum(p.numel() for g in opt.param_groups for p in g["params"])
+    assert n == model.num_params(non_embedding=False)
