@@ -91,6 +91,10 @@ def _values(logits: torch.Tensor, targets: torch.Tensor, gamma: float, done: tor
     return v, q, gamma * v_next, is_action, is_td
 
 
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return torch.where(mask, x, 0.0).sum() / mask.sum().clamp(min=1)
+
+
 def iqlearn_loss(logits: torch.Tensor, targets: torch.Tensor, lam: float = 0.5, gamma: float = 1.0,
                  done: torch.Tensor | None = None, ignore_index: int = -1
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -108,13 +112,13 @@ def iqlearn_loss(logits: torch.Tensor, targets: torch.Tensor, lam: float = 0.5, 
     # cross-entropy averages it (0/0 = nan when there are none, as for F.cross_entropy).
     nll = torch.where(is_action, v - q, 0.0).sum() / is_action.sum()
     # chi^2 regulariser: the implicit reward r_t = Q(s_t, a_t) - gamma V(s_{t+1}), squared.
-    r = torch.where(is_td, q - gamma_v_next, 0.0)
-    n_td = is_td.sum().clamp(min=1)
-    td = r.square().sum() / n_td
+    r = q - gamma_v_next
+    td = _masked_mean(r.square(), is_td)
     loss = nll + lam * td if lam > 0 else nll
 
-    stats = {"nll": nll.detach(), "td": td.detach(), "reward_mean": (r.sum() / n_td).detach(),
-             "value_mean": (torch.where(is_action, v, 0.0).sum() / is_action.sum()).detach()}
+    stats = {"nll": nll.detach(), "td": td.detach(),
+             "reward_mean": _masked_mean(r, is_td).detach(),
+             "value_mean": _masked_mean(v, is_action).detach()}
     return loss, stats
 
 
@@ -126,3 +130,41 @@ def implicit_rewards(logits: torch.Tensor, targets: torch.Tensor, gamma: float =
     _check(logits, targets, gamma, done)
     _, q, gamma_v_next, _, is_td = _values(logits, targets, gamma, done, ignore_index)
     return torch.where(is_td, q - gamma_v_next, 0.0)
+
+
+def iqlearn_online_loss(expert_logits: torch.Tensor, expert_targets: torch.Tensor,
+                        policy_logits: torch.Tensor, policy_targets: torch.Tensor, alpha: float,
+                        lam: float = 0.5, gamma: float = 1.0,
+                        expert_done: torch.Tensor | None = None,
+                        policy_done: torch.Tensor | None = None, ignore_index: int = -1
+                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Online IQLearn: a fraction alpha of the data comes from the policy itself (pi).
+
+    With the mixture mu = (1 - alpha) mu_E + alpha mu_pi in place of E for the initial-state and
+    regulariser terms, the telescoping above no longer cancels the policy's part, and
+
+        J_on = E_E[log pi] + alpha (E_E[V(s) - gamma V(s')] - E_pi[V(s) - gamma V(s')])
+               - lam ((1 - alpha) E_E[r^2] + alpha E_pi[r^2]).
+
+    The value term raises V on expert transitions and lowers it on the policy's own. The policy
+    batch (its logits, the sampled tokens as targets, EOS as done) is sampled without gradient; at
+    alpha = 0 this is exactly iqlearn_loss. Returns -J_on and detached statistics.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    _check(expert_logits, expert_targets, gamma, expert_done, lam)
+    _check(policy_logits, policy_targets, gamma, policy_done)
+    v_e, q_e, gv_e, act_e, td_e = _values(expert_logits, expert_targets, gamma, expert_done,
+                                          ignore_index)
+    v_p, q_p, gv_p, _, td_p = _values(policy_logits, policy_targets, gamma, policy_done,
+                                      ignore_index)
+
+    nll = torch.where(act_e, v_e - q_e, 0.0).sum() / act_e.sum()            # -E_E[log pi]
+    value_gap = _masked_mean(v_e - gv_e, td_e) - _masked_mean(v_p - gv_p, td_p)
+    td_expert = _masked_mean((q_e - gv_e).square(), td_e)                    # E_E[r^2]
+    td_policy = _masked_mean((q_p - gv_p).square(), td_p)                    # E_pi[r^2]
+    loss = nll - alpha * value_gap + lam * ((1 - alpha) * td_expert + alpha * td_policy)
+
+    stats = {"nll": nll.detach(), "td": td_expert.detach(), "td_policy": td_policy.detach(),
+             "value_gap": value_gap.detach()}
+    return loss, stats

@@ -168,3 +168,63 @@ def test_shape_mismatch_raises():
         iqlearn_loss(logits, targets, done=done[:, :-1])
     with pytest.raises(ValueError, match="done"):
         implicit_rewards(logits, targets, done=done.long())
+
+
+# --- online IQLearn -------------------------------------------------------------------------------
+
+from iqlearn import iqlearn_online_loss  # noqa: E402
+
+
+def test_online_loss_at_alpha_zero_is_the_offline_loss():
+    logits, targets, done = random_batch(seed=8)
+    policy, policy_targets, policy_done = random_batch(seed=9)
+    online, _ = iqlearn_online_loss(logits, targets, policy, policy_targets, alpha=0.0, lam=0.5,
+                                    gamma=0.9, expert_done=done, policy_done=policy_done)
+    offline, _ = iqlearn_loss(logits, targets, lam=0.5, gamma=0.9, done=done)
+    assert online.item() == offline.item()
+    g_expert, g_policy = torch.autograd.grad(online, (logits, policy))
+    torch.testing.assert_close(g_expert, grad_of(offline, logits), rtol=0, atol=0)
+    assert g_policy.abs().max() == 0
+
+
+def test_online_value_term_raises_expert_values_and_lowers_policy_values():
+    # One-step episodes (s0 -> a -> terminal) with lam = 0 and no MLE signal at the policy state:
+    # the value term alone moves V(s0), up where the expert went, down where the policy went.
+    expert = torch.zeros(1, 1, V, dtype=torch.float64, requires_grad=True)
+    policy = torch.zeros(1, 1, V, dtype=torch.float64, requires_grad=True)
+    done = torch.ones(1, 1, dtype=torch.bool)
+    loss, stats = iqlearn_online_loss(expert, torch.tensor([[1]]), policy, torch.tensor([[2]]),
+                                      alpha=0.5, lam=0.0, expert_done=done, policy_done=done)
+    g_expert, g_policy = torch.autograd.grad(loss, (expert, policy))
+    # dV/dlogits = softmax, so the value part of the gradient is +-alpha * softmax
+    uniform = torch.full((V,), 1.0 / V, dtype=torch.float64)
+    torch.testing.assert_close(-g_policy[0, 0], -0.5 * uniform)       # descent lowers V(policy)
+    ce_grad = uniform - torch.nn.functional.one_hot(torch.tensor(1), V)
+    torch.testing.assert_close(g_expert[0, 0], ce_grad - 0.5 * uniform)  # descent raises V(expert)
+    assert stats["value_gap"] == 0.0
+
+
+def test_online_loss_matches_its_formula():
+    e, et, ed = random_batch(seed=10)
+    p, pt, pd = random_batch(seed=11)
+    alpha, lam, gamma = 0.3, 0.7, 0.9
+    loss, _ = iqlearn_online_loss(e, et, p, pt, alpha, lam, gamma, ed, pd)
+    r_e = implicit_rewards(e, et, gamma, ed)
+    r_p = implicit_rewards(p, pt, gamma, pd)
+
+    def value_diff(logits, targets, done):  # V(s) - gamma V(s') at TD positions = V - Q + r
+        v = torch.logsumexp(logits.detach(), -1)
+        q = logits.detach().gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        r = implicit_rewards(logits, targets, gamma, done)
+        return (v - q + r)[r != 0].mean()
+
+    nll = torch.nn.functional.cross_entropy(e.detach().view(-1, V), et.view(-1), ignore_index=-1)
+    expected = (nll - alpha * (value_diff(e, et, ed) - value_diff(p, pt, pd))
+                + lam * ((1 - alpha) * r_e[r_e != 0].square().mean() + alpha * r_p[r_p != 0].square().mean()))
+    torch.testing.assert_close(loss.detach(), expected)
+
+
+def test_online_alpha_out_of_range_raises():
+    e, et, _ = random_batch()
+    with pytest.raises(ValueError, match="alpha"):
+        iqlearn_online_loss(e, et, e, et, alpha=1.5)
