@@ -12,6 +12,7 @@ and attention never looks at them.
 """
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -252,3 +253,40 @@ def cut_after_eos(tokens: list[int], eos_id: int | None) -> list[int]:
     if eos_id is not None and eos_id in tokens:
         return tokens[:tokens.index(eos_id) + 1]
     return tokens
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints: one file, written atomically, read back with a clear error when it is not one.
+
+class CheckpointError(ValueError):
+    """A missing, unreadable or incomplete checkpoint."""
+
+
+CHECKPOINT_KEYS = ("model", "model_args", "config", "vocab", "iter_num")
+
+
+def save_checkpoint(checkpoint: dict, path: str) -> None:
+    """Write to a temporary file, then rename over `path`: a crash mid-write never leaves a
+    half-written checkpoint, and the previous one survives until the new one is complete."""
+    tmp = path + ".tmp"
+    torch.save(checkpoint, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str, device: str = "cpu") -> dict:
+    if not os.path.isfile(path):
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # truncated zip, wrong format, unpickling refusal: all "not a checkpoint"
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(checkpoint, dict) or k not in checkpoint]
+    if missing:
+        raise CheckpointError(f"{path} is not a checkpoint of this project (missing {', '.join(missing)})")
+    return checkpoint
+
+
+def model_from_checkpoint(checkpoint: dict) -> GPT:
+    model = GPT(GPTConfig(**checkpoint["model_args"]))
+    model.load_state_dict(checkpoint["model"])
+    return model

@@ -1,0 +1,168 @@
+"""The built-in task, file loading, masks and the batch stream."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+import data
+from data import IGNORE, Batches, DataError, TaskConfig, Vocab, builtin_task, collate, load_dataset
+
+SMALL = TaskConfig(n_train=300, n_val=60, n_test=60)
+
+
+def solve(question: str) -> int:
+    """An independent solver of the built-in questions, from their text alone."""
+    n = [int(v) for v in re.findall(r"\d+", question)]
+    if "dollars" in question and "earns" in question:          # money, earned, count, price
+        return n[0] + n[1] - n[2] * n[3]
+    if "dollars" in question and len(n) == 5:                 # money, two kinds of items
+        return n[0] - n[1] * n[2] - n[3] * n[4]
+    if "dollars" in question:                                  # money, count, price
+        return n[0] - n[1] * n[2]
+    if "machine" in question:                                  # rate, hours, hours (, sold)
+        made = n[0] * (n[1] + n[2])
+        return made - n[3] if len(n) == 4 else made
+    if "share" in question:                                    # a, b (, kept), friends
+        kept = n[2] if "keep" in question else 0
+        return (n[0] + n[1] - kept) // n[-1]
+    if "times as many" in question:                            # a, k (, fewer)
+        a, b = n[0], n[0] * n[1]
+        return a + b + (b - n[2]) if len(n) == 3 else a + b
+    if "book" in question:                                     # pages, per day, days (, extra)
+        return n[0] - n[1] * n[2] - (n[3] if len(n) == 4 else 0)
+    raise AssertionError(f"unknown problem type: {question}")
+
+
+def test_stated_answers_are_true_and_every_equation_holds():
+    for max_steps in (2, 3, 4):
+        splits = builtin_task(TaskConfig(max_steps=max_steps, n_train=400, n_val=20, n_test=20))
+        for p in splits["train"]:
+            assert data.extract_answer(p["answer"]) == solve(p["question"]), p
+            for expression, result in re.findall(r"((?:\d+ [-+*/] )+\d+) = (\d+)", p["answer"]):
+                assert eval(expression) == int(result), p["answer"]
+            n_lines = len(p["answer"].splitlines()) - 1
+            assert 2 <= n_lines <= max_steps, p
+
+
+def test_task_is_deterministic_disjoint_and_diverse():
+    a, b = builtin_task(SMALL), builtin_task(SMALL)
+    assert a == b
+    assert builtin_task(TaskConfig(seed=7, n_train=300, n_val=60, n_test=60)) != a
+    questions = {k: {p["question"] for p in v} for k, v in a.items()}
+    assert all(len(questions[k]) == len(a[k]) for k in a)  # no repeats within a split
+    assert not questions["train"] & questions["val"]
+    assert not questions["train"] & questions["test"]
+    assert not questions["val"] & questions["test"]
+    # the same problem type is solved in more than one way: several distinct first lines
+    firsts = {p["answer"].splitlines()[0].split(" = ")[0].split()[0] for p in a["train"] if "machine" in p["question"]}
+    assert len(firsts) >= 3
+
+
+def test_smaller_training_sets_are_prefixes_with_the_same_val_set():
+    big, small = builtin_task(SMALL), builtin_task(TaskConfig(n_train=50, n_val=60, n_test=60))
+    assert small["train"] == big["train"][:50]
+    assert small["val"] == big["val"]
+
+
+def test_bad_task_knobs_are_errors():
+    with pytest.raises(DataError, match="steps"):
+        builtin_task(TaskConfig(max_steps=5))
+    with pytest.raises(DataError, match="max_value"):
+        builtin_task(TaskConfig(max_value=3))
+
+
+def test_masks_prompt_eos_terminal_and_padding():
+    vocab = Vocab(None)
+    long = data.pair_item(vocab, "Q: two plus two?\n", "It is 4.")
+    short = data.pair_item(vocab, "Hi\n", "ok")
+    x, y, done = collate([long, short])
+    n_prompt, n = long.n_prompt, len(long.tokens)
+    assert x.shape == y.shape == done.shape == (2, n - 1)
+    assert (y[0, :n_prompt - 1] == IGNORE).all()             # predicting prompt tokens: masked
+    assert (y[0, n_prompt - 1:] == long.tokens[n_prompt:]).all()  # response + EOS: actions
+    assert y[0, -1] == vocab.eos and done[0, -1] and done[0].sum() == 1
+    m = len(short.tokens) - 1
+    assert (y[1, m:] == IGNORE).all() and not done[1, m:].any()   # padding
+    assert done[1, m - 1] and y[1, m - 1] == vocab.eos
+    assert (x[0] == long.tokens[:-1]).all()
+
+
+def test_compact_vocab_round_trips_and_names_unknown_tokens():
+    vocab = Vocab(data.gpt2().encode_ordinary("the cat sat"))
+    assert vocab.size == 4  # three tokens and EOS
+    assert vocab.decode(vocab.encode("the cat sat")) == "the cat sat"
+    with pytest.raises(DataError, match="'dog'|' dog'"):
+        vocab.encode("the dog")
+    assert Vocab(None).size % 64 == 0 and Vocab(None).size >= 50257
+
+
+def test_gsm8k_and_prompt_response_jsonl(tmp_path):
+    gsm = tmp_path / "gsm.jsonl"
+    gsm.write_text("\n".join(json.dumps({"question": f"What is {i} + 1?", "answer": f"{i} + 1 = {i + 1}\n#### {i + 1}"})
+                             for i in range(40)) + "\n\n")
+    ds = load_dataset({"data": str(gsm)}, block_size=64)
+    assert ds.kind == "pairs" and ds.checkable
+    assert len(ds.train) + len(ds.val) == 40 and len(ds.val) == 2
+    assert ds.records["val"][0]["prompt"].endswith("?\n")
+    pr = tmp_path / "pr.jsonl"
+    pr.write_text("\n".join(json.dumps({"prompt": "Say hi:", "response": " hi" * (i + 1)}) for i in range(10)))
+    ds = load_dataset({"data": str(pr), "val_data": str(pr)}, block_size=8)
+    assert not ds.checkable
+    assert len(ds.val) == 10 - ds.n_dropped // 2 and ds.n_dropped > 0  # long ones dropped
+
+
+@pytest.mark.parametrize("content,match", [
+    ('{"prompt": "a", "response": "b"}\n{"prompt": "a"\n', r":2: not valid JSON"),
+    ('{"prompt": "a", "response": "b"}\n{"prompt": "a"}\n', r":2: expected string fields"),
+    ('[1, 2]\n', r":1: expected"),
+    ('   \n', "empty"),
+])
+def test_malformed_jsonl_names_the_line(tmp_path, content, match):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content)
+    with pytest.raises(DataError, match=match):
+        load_dataset({"data": str(path)}, block_size=32)
+
+
+def test_missing_file_and_nothing_fits(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        load_dataset({"data": str(tmp_path / "nope.jsonl")}, block_size=32)
+    path = tmp_path / "long.jsonl"
+    path.write_text("\n".join(json.dumps({"prompt": "x " * 50, "response": "y"}) for _ in range(4)))
+    with pytest.raises(DataError, match="block_size"):
+        load_dataset({"data": str(path)}, block_size=16)
+
+
+def test_text_windows_are_all_actions_without_terminals(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("to be or not to be, that is the question. " * 40)
+    ds = load_dataset({"data": str(path)}, block_size=16)
+    x, y, done = collate(ds.train[:3])
+    assert ds.kind == "text" and x.shape == (3, 16)
+    assert (y != IGNORE).all() and not done.any()
+    assert (x[0, 1:] == y[0, :-1]).all()
+
+
+def test_batches_resume_exactly_and_ranks_are_disjoint():
+    items = [data.Item(np.array([i, i + 1]), 0, False) for i in range(23)]
+    a = Batches(items, 5, seed=3)
+    for _ in range(7):
+        a.next()
+    b = Batches(items, 5, seed=3)
+    b.load_state_dict(a.state_dict())
+    for _ in range(6):
+        assert all((u == v).all() for u, v in zip(a.next(), b.next()))
+    r0, r1 = Batches(items, 4, seed=1, rank=0, world=2), Batches(items, 4, seed=1, rank=1, world=2)
+    seen0 = set(r0.next()[0][:, 0].tolist()) | set(r0.next()[0][:, 0].tolist())
+    seen1 = set(r1.next()[0][:, 0].tolist()) | set(r1.next()[0][:, 0].tolist())
+    assert len(seen0) == len(seen1) == 8 and not seen0 & seen1
+
+
+def test_answer_checking():
+    assert data.is_correct("so 3 + 4 = 7\n#### 7", "#### 7")
+    assert data.is_correct("#### 1,200", "#### 1200")
+    assert not data.is_correct("#### 8", "#### 7")
+    assert not data.is_correct("the answer is 7", "#### 7")
+    assert data.extract_answer("#### 3\n#### -4.5") == -4.5

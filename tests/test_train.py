@@ -1,0 +1,173 @@
+"""train.py end to end on tiny configurations: learning, exact resume, DDP, and bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import train
+from data import Batches
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--batch_size", "8", "--block_size", "96",
+        "--task_train", "200", "--eval_problems", "4", "--eval_iters", "1", "--warmup_iters", "2"]
+
+
+def run(tmp_path, *args, out="out"):
+    return train.main([*TINY, "--out_dir", str(tmp_path / out), *map(str, args)])
+
+
+def weights(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+def assert_same_weights(a, b):
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def test_loss_goes_down_and_log_is_written(tmp_path):
+    assert run(tmp_path, "--max_iters", 40, "--eval_interval", 10, "--learning_rate", 1e-2, "--min_lr", 1e-3) == 0
+    log = [json.loads(line) for line in open(tmp_path / "out" / "log.jsonl")]
+    assert [e["iter"] for e in log] == [10, 20, 30, 40]
+    assert log[-1]["val_nll"] < log[0]["val_nll"] - 0.3
+    assert {"val_nll", "val_td", "val_entropy", "accuracy", "lr"} <= log[0].keys()
+    ckpt = torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)
+    assert ckpt["iter_num"] == 40 and ckpt["config"]["lam"] == 0.5
+    assert not any(k.startswith("_orig_mod") for k in ckpt["model"])
+
+
+def test_resume_continues_exactly(tmp_path):
+    common = ["--dropout", "0.1", "--eval_interval", "100"]
+    assert run(tmp_path, *common, "--max_iters", 6, out="straight") == 0
+    assert run(tmp_path, *common, "--max_iters", 3, "--lr_decay_iters", 6, out="resumed") == 0
+    assert train.main(["--resume", "--max_iters", "6", "--out_dir", str(tmp_path / "resumed")]) == 0
+    assert_same_weights(tmp_path / "straight" / "ckpt.pt", tmp_path / "resumed" / "ckpt.pt")
+
+
+def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    assert run(tmp_path, "--max_iters", 6, "--eval_interval", 100, out="straight") == 0
+    real_next, calls = Batches.next, []
+
+    def next_then_interrupt(self):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_next(self)
+
+    monkeypatch.setattr(Batches, "next", next_then_interrupt)
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        assert run(tmp_path, "--max_iters", 6, "--eval_interval", 100, out="stopped") == 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    monkeypatch.setattr(Batches, "next", real_next)
+    assert torch.load(tmp_path / "stopped" / "ckpt.pt", weights_only=True)["iter_num"] == 3
+    assert train.main(["--resume", "--out_dir", str(tmp_path / "stopped")]) == 0
+    assert_same_weights(tmp_path / "straight" / "ckpt.pt", tmp_path / "stopped" / "ckpt.pt")
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    assert run(tmp_path, "--max_iters", 2, "--eval_interval", 100) == 0
+    before = (tmp_path / "out" / "ckpt.pt").read_bytes()
+    real_loss = train.training_loss
+    monkeypatch.setattr(train, "training_loss", lambda *a: (real_loss(*a)[0] * float("nan"), real_loss(*a)[1]))
+    assert train.main(["--resume", "--max_iters", "4", "--out_dir", str(tmp_path / "out")]) == 1
+    assert "not finite" in capsys.readouterr().err
+    assert (tmp_path / "out" / "ckpt.pt").read_bytes() == before
+
+
+def test_init_from_starts_from_weights_with_a_fresh_optimizer(tmp_path):
+    assert run(tmp_path, "--max_iters", 2, "--lambda", 0, "--eval_interval", 100, out="mle") == 0
+    source = str(tmp_path / "mle" / "ckpt.pt")
+    assert run(tmp_path, "--max_iters", 2, "--init_from", source, "--eval_interval", 100, out="ft") == 0
+    ckpt = torch.load(tmp_path / "ft" / "ckpt.pt", weights_only=True)
+    assert ckpt["iter_num"] == 2 and ckpt["config"]["lam"] == 0.5
+    assert ckpt["vocab"] == torch.load(source, weights_only=True)["vocab"]
+    assert run(tmp_path, "--init_from", source, "--n_layer", 2, out="bad") == 2
+
+
+def test_entropy_cost_is_logged_and_changes_training(tmp_path):
+    assert run(tmp_path, "--max_iters", 3, "--eval_interval", 100, "--lambda", 0, out="plain") == 0
+    assert run(tmp_path, "--max_iters", 3, "--eval_interval", 100, "--lambda", 0, "--entropy_coef", 1, out="ent") == 0
+    a, b = weights(tmp_path / "plain" / "ckpt.pt"), weights(tmp_path / "ent" / "ckpt.pt")
+    assert not torch.equal(a["wte.weight"], b["wte.weight"])
+
+
+def test_two_process_ddp_on_cpu(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           os.path.join(ROOT, "train.py"), *TINY, "--max_iters", "3", "--eval_interval", "100",
+           "--out_dir", str(tmp_path / "ddp")]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert torch.load(tmp_path / "ddp" / "ckpt.pt", weights_only=True)["iter_num"] == 3
+    assert len(open(tmp_path / "ddp" / "log.jsonl").readlines()) == 1  # only rank 0 logs
+
+
+# --- bad input: one line on stderr, exit code 2, no traceback, the checkpoint untouched ----------
+
+@pytest.fixture(scope="module")
+def existing_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("existing")
+    assert train.main([*TINY, "--max_iters", "1", "--out_dir", str(out / "out")]) == 0
+    return out
+
+
+def _bad_files(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "malformed.jsonl").write_text('{"prompt": "a", "response": "b"}\n{oops\n')
+    (tmp_path / "fields.jsonl").write_text('{"prompt": "a", "answer": "b"}\n')
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--data", "{tmp}/missing.jsonl"], "not found"),
+    (["--data", "{tmp}/empty.jsonl"], "empty"),
+    (["--data", "{tmp}/malformed.jsonl"], "malformed.jsonl:2: not valid JSON"),
+    (["--data", "{tmp}/fields.jsonl"], "fields.jsonl:1: expected"),
+    (["--lambda", "-0.5"], "--lambda"),
+    (["--lambda", "nan"], "--lambda"),
+    (["--gamma", "1.5"], "--gamma"),
+    (["--n_embd", "30", "--n_head", "4"], "divisible"),
+    (["--max_iters", "0"], "--max_iters"),
+    (["--device", "nonsense"], "--device"),
+    (["--lambda", "abc"], "invalid float"),
+    (["--resume", "--out_dir", "{tmp}/nothing_here"], "no checkpoint"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, capsys, args, message):
+    _bad_files(tmp_path)
+    try:
+        code = train.main([*TINY, "--out_dir", str(tmp_path / "out"), *(a.format(tmp=tmp_path) for a in args)])
+    except SystemExit as e:  # argparse's own errors exit from inside parse_args
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out" / "ckpt.pt").exists()
+
+
+@pytest.mark.parametrize("damage,args,message", [
+    ("random", ["--resume"], "not a readable checkpoint"),
+    ("truncate", ["--resume"], "not a readable checkpoint"),
+    (None, ["--resume", "--n_layer", "3"], "does not fit"),
+    (None, ["--resume", "--task_steps", "4"], "does not fit"),
+    (None, [], "exists"),
+    (None, ["--resume", "--data", "{tmp}/missing.jsonl"], "does not fit"),
+])
+def test_bad_checkpoint_or_config_leaves_the_checkpoint_alone(existing_run, tmp_path, capsys, damage, args, message):
+    out = tmp_path / "out"
+    out.mkdir()
+    good = (existing_run / "out" / "ckpt.pt").read_bytes()
+    content = {"random": os.urandom(5000), "truncate": good[:len(good) // 2], None: good}[damage]
+    (out / "ckpt.pt").write_bytes(content)
+    code = train.main([*TINY, "--out_dir", str(out), *(a.format(tmp=tmp_path) for a in args)])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert (out / "ckpt.pt").read_bytes() == content
+    assert sorted(os.listdir(out)) == ["ckpt.pt"]

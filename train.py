@@ -1,0 +1,441 @@
+"""Train a GPT with offline IQLearn (nll + lambda * td); --lambda 0 is plain MLE.
+
+    python train.py --lambda 0.5                     # built-in GSM8K-style task, CPU or GPU
+    python train.py --data my.jsonl --lambda 0.1     # {"prompt","response"} or {"question","answer"}
+    python train.py --data input.txt                 # running text
+    torchrun --standalone --nproc_per_node=4 train.py --lambda 0.5   # DDP
+
+Every flag and its default: python train.py --help. A run writes out_dir/ckpt.pt (at each eval and
+at the end, atomically) and appends its eval numbers to out_dir/log.jsonl; --resume continues it.
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import signal
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from data import IGNORE, Batches, DataError, Dataset, TaskConfig, Vocab, collate, is_correct, load_dataset
+from iqlearn import iqlearn_loss
+from model import GPT, CheckpointError, GPTConfig, load_checkpoint, save_checkpoint
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration: every flag, with its default
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not a usage dump
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="train.py", description=__doc__.split("\n\n")[0],
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    a = p.add_argument
+    a("--lambda", dest="lam", type=float, default=0.5, help="weight of the TD regulariser; 0 = MLE")
+    a("--gamma", type=float, default=1.0, help="discount in r_t = Q(s_t,a_t) - gamma V(s_t+1)")
+    a("--entropy_coef", type=float, default=0.0, help="subtract this times the mean policy entropy")
+    # data
+    a("--data", default=None, help=".jsonl pairs or .txt text; default: the built-in task")
+    a("--val_data", default=None, help="validation file; default: a held-out slice of --data")
+    a("--full_vocab", action="store_true", help="all GPT-2 ids instead of the data's own")
+    a("--task_steps", type=int, default=3, help="built-in task: at most this many steps (2-4)")
+    a("--task_max_value", type=int, default=50, help="built-in task: size of starting amounts")
+    a("--task_train", type=int, default=20000, help="built-in task: training problems")
+    # model
+    a("--block_size", type=int, default=128)
+    a("--n_layer", type=int, default=4)
+    a("--n_head", type=int, default=4)
+    a("--n_embd", type=int, default=128)
+    a("--dropout", type=float, default=0.0)
+    # optimisation
+    a("--max_iters", type=int, default=1200, help="total iterations (a resumed run continues to it)")
+    a("--lr_decay_iters", type=int, default=None, help="length of the cosine schedule; default max_iters")
+    a("--batch_size", type=int, default=32, help="examples per micro-step per process")
+    a("--grad_accum", type=int, default=1, help="micro-steps per iteration")
+    a("--learning_rate", type=float, default=2e-3)
+    a("--min_lr", type=float, default=2e-4)
+    a("--warmup_iters", type=int, default=100)
+    a("--weight_decay", type=float, default=0.1)
+    a("--grad_clip", type=float, default=1.0, help="clip the gradient norm to this; 0 = off")
+    # evaluation and output
+    a("--eval_interval", type=int, default=200)
+    a("--eval_iters", type=int, default=10, help="val batches per evaluation")
+    a("--eval_problems", type=int, default=200, help="val problems for greedy accuracy")
+    a("--out_dir", default="out")
+    a("--resume", action="store_true", help="continue from out_dir/ckpt.pt")
+    a("--init_from", default=None, help="start from this checkpoint's weights (e.g. an MLE model)")
+    # system
+    a("--device", default="auto", help="auto (cuda, mps, cpu) or a torch device")
+    a("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    a("--compile", action="store_true", help="torch.compile the model")
+    a("--seed", type=int, default=1337)
+    return p
+
+
+# Flags that fix the model or its vocabulary: a resumed run must keep them.
+MODEL_FLAGS = ("block_size", "n_layer", "n_head", "n_embd")
+SHAPE_FLAGS = MODEL_FLAGS + ("data", "val_data", "full_vocab", "task_steps", "task_max_value", "task_train")
+
+
+def parse_config(argv: list[str] | None) -> tuple[dict, set[str]]:
+    """All flags as a dict, and the names of those given on the command line."""
+    parser = build_parser()
+    config = vars(parser.parse_args(argv))
+    given_parser = build_parser()
+    for action in given_parser._actions:  # no defaults: the namespace holds only what was given
+        action.default = argparse.SUPPRESS
+    return config, set(vars(given_parser.parse_args(argv)))
+
+
+def check_config(c: dict) -> None:
+    if not (math.isfinite(c["lam"]) and c["lam"] >= 0):
+        raise DataError(f"--lambda must be a finite number >= 0, got {c['lam']}")
+    if not 0 <= c["gamma"] <= 1:
+        raise DataError(f"--gamma must be in [0, 1], got {c['gamma']}")
+    if not (math.isfinite(c["entropy_coef"]) and c["entropy_coef"] >= 0):
+        raise DataError(f"--entropy_coef must be >= 0, got {c['entropy_coef']}")
+    for k in ("block_size", "n_layer", "n_head", "n_embd", "max_iters", "batch_size", "grad_accum",
+              "eval_interval", "eval_iters", "task_train"):
+        if c[k] < 1:
+            raise DataError(f"--{k} must be >= 1, got {c[k]}")
+    if c["n_embd"] % c["n_head"]:
+        raise DataError(f"--n_embd ({c['n_embd']}) must be divisible by --n_head ({c['n_head']})")
+    if not 0 <= c["dropout"] < 1:
+        raise DataError(f"--dropout must be in [0, 1), got {c['dropout']}")
+    if not 0 < c["min_lr"] <= c["learning_rate"]:
+        raise DataError("need 0 < --min_lr <= --learning_rate")
+
+
+def data_spec(c: dict) -> dict:
+    """What load_dataset needs to rebuild this run's data (stored in the checkpoint for sample.py)."""
+    task = TaskConfig(max_steps=c["task_steps"], max_value=c["task_max_value"], n_train=c["task_train"])
+    return {"data": c["data"], "val_data": c["val_data"], "full_vocab": c["full_vocab"],
+            "task": dataclasses.asdict(task)}
+
+
+def merge_resumed(saved: dict, config: dict, given: set[str]) -> dict:
+    """A resumed run keeps its checkpoint's configuration, except flags given now. Those that
+    would change the model or its data must agree with the checkpoint."""
+    for k in SHAPE_FLAGS:
+        if k in given and config[k] != saved[k]:
+            raise DataError(f"--{k} {config[k]} does not fit the checkpoint ({saved[k]})")
+    return {**saved, **{k: config[k] for k in given}}
+
+
+# ----------------------------------------------------------------------------------------------
+# Devices, precision, processes
+
+def setup_distributed(device_flag: str) -> tuple[int, int, str]:
+    """(rank, world size, device). Under torchrun: one process per GPU (NCCL), or gloo on CPU."""
+    if "RANK" not in os.environ:
+        return 0, 1, pick_device(device_flag)
+    rank, local_rank, world = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
+    device = pick_device(device_flag)
+    if device.startswith("cuda"):
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return rank, world, device
+
+
+def pick_device(flag: str) -> str:
+    if flag != "auto":
+        try:
+            torch.empty(0, device=flag)
+        except Exception as e:  # unknown name, no such backend in this build, no such GPU
+            raise DataError(f"--device {flag} is not usable here ({str(e).splitlines()[0]})") from None
+        return flag
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(flag: str, device: str) -> torch.dtype:
+    """bf16 autocast on CUDA where supported, else fp16 (with a GradScaler); fp32 elsewhere."""
+    if flag != "auto":
+        return getattr(torch, flag)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def autocast(device: str, dtype: torch.dtype):
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.split(":")[0], dtype=dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loss, schedule, evaluation
+
+def policy_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean entropy of pi(.|s_t) = softmax(Q(s_t, .)) over action positions: the paper's
+    'MLE with entropy cost' diversity baseline subtracts a multiple of it from the loss."""
+    logp = F.log_softmax(logits.float(), dim=-1)
+    entropy = -(logp.exp() * logp).sum(-1)
+    return entropy[targets != IGNORE].mean()
+
+
+def training_loss(logits, y, done, c: dict) -> tuple[torch.Tensor, dict]:
+    loss, stats = iqlearn_loss(logits, y, lam=c["lam"], gamma=c["gamma"], done=done, ignore_index=IGNORE)
+    if c["entropy_coef"] > 0:
+        entropy = policy_entropy(logits, y)
+        loss = loss - c["entropy_coef"] * entropy
+        stats["entropy"] = entropy.detach()
+    return loss, stats
+
+
+def lr_at(it: int, c: dict) -> float:
+    """Linear warm-up, then cosine decay to min_lr over lr_decay_iters; a function of the
+    iteration only, so a resumed run follows the same schedule as an uninterrupted one."""
+    decay_iters = c["lr_decay_iters"] or c["max_iters"]
+    if it < c["warmup_iters"]:
+        return c["learning_rate"] * (it + 1) / c["warmup_iters"]
+    if it >= decay_iters:
+        return c["min_lr"]
+    progress = (it - c["warmup_iters"]) / max(decay_iters - c["warmup_iters"], 1)
+    return c["min_lr"] + 0.5 * (1 + math.cos(math.pi * progress)) * (c["learning_rate"] - c["min_lr"])
+
+
+def to_tensors(batch, device: str):
+    return [torch.from_numpy(a).to(device, non_blocking=True) for a in batch]
+
+
+@torch.no_grad()
+def evaluate(model: GPT, dataset: Dataset, c: dict, device: str, dtype: torch.dtype) -> dict:
+    """Val loss terms over the first eval_iters batches (the same ones every time), the policy's
+    entropy, and greedy accuracy on a fixed set of val problems where answers are checkable."""
+    model.eval()
+    B = c["batch_size"]
+    sums = {"nll": 0.0, "td": 0.0, "entropy": 0.0}
+    for i in range(c["eval_iters"]):
+        items = [dataset.val[(i * B + j) % len(dataset.val)] for j in range(B)]
+        x, y, done = to_tensors(collate(items), device)
+        with autocast(device, dtype):
+            logits = model(x)
+        _, stats = iqlearn_loss(logits, y, gamma=c["gamma"], done=done, ignore_index=IGNORE)
+        stats["entropy"] = policy_entropy(logits, y)
+        for k in sums:
+            sums[k] += float(stats[k]) / c["eval_iters"]
+    result = {"val_nll": sums["nll"], "val_td": sums["td"], "val_loss": sums["nll"] + c["lam"] * sums["td"],
+              "val_entropy": sums["entropy"]}
+    if dataset.checkable and c["eval_problems"] > 0:
+        result["accuracy"] = greedy_accuracy(model, dataset.vocab, dataset.records["val"][:c["eval_problems"]],
+                                             device, dtype)
+    model.train()
+    return result
+
+
+def greedy_accuracy(model: GPT, vocab: Vocab, records: list[dict], device: str, dtype: torch.dtype,
+                    chunk: int = 256) -> float:
+    correct = 0
+    for i in range(0, len(records), chunk):
+        part = records[i:i + chunk]
+        with autocast(device, dtype):
+            outputs = model.generate([vocab.encode(r["prompt"]) for r in part],
+                                     max_new_tokens=model.config.block_size, temperature=0,
+                                     eos_id=vocab.eos)
+        correct += sum(is_correct(vocab.decode(out), r["response"]) for out, r in zip(outputs, part))
+    return correct / len(records)
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints
+
+def checkpoint_state(model: GPT, optimizer, scaler, c: dict, dataset: Dataset, it: int,
+                     best_val_loss: float, batches: Batches) -> dict:
+    return {
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+        "model_args": dataclasses.asdict(model.config), "config": c,
+        "vocab": {"gpt2_ids": dataset.vocab.gpt2_ids}, "data_spec": data_spec(c),
+        "iter_num": it, "best_val_loss": best_val_loss, "data_position": batches.state_dict(),
+        "rng": {"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+    }
+
+
+def restore_rng(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------------------------
+# The run
+
+class StopRequest:
+    """Ctrl-C sets a flag; the loop checks it between iterations, saves and exits."""
+
+    def __init__(self):
+        self.requested = False
+        signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+
+def train(argv: list[str] | None = None) -> int:
+    config, given = parse_config(argv)
+    check_config(config)
+    if config["resume"] and config["init_from"]:
+        raise DataError("--resume and --init_from exclude each other")
+    ckpt_path = os.path.join(config["out_dir"], "ckpt.pt")
+    rank, world, device = setup_distributed(config["device"])
+    master = rank == 0
+
+    # What we start from: a checkpoint of this run, another run's weights, or nothing.
+    resumed = source = None
+    if config["resume"]:
+        resumed = load_checkpoint(ckpt_path)
+        config = merge_resumed(resumed["config"], config, given)
+        check_config(config)
+        source = resumed
+    elif os.path.exists(ckpt_path):
+        raise DataError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another "
+                        "--out_dir (a new run would overwrite it)")
+    if config["init_from"] and not resumed:
+        source = load_checkpoint(config["init_from"])
+        for k in MODEL_FLAGS:  # the architecture is the source's
+            if k in given and config[k] != source["model_args"][k]:
+                raise DataError(f"--{k} {config[k]} does not fit {config['init_from']} "
+                                f"({source['model_args'][k]})")
+            config[k] = source["model_args"][k]
+    c = config
+    dtype = pick_dtype(c["dtype"], device)
+    torch.manual_seed(c["seed"])
+    if device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+
+    vocab = Vocab(source["vocab"]["gpt2_ids"]) if source else None
+    dataset = load_dataset(data_spec(c), c["block_size"], vocab)
+    model = GPT(GPTConfig(vocab_size=dataset.vocab.size, block_size=c["block_size"], n_layer=c["n_layer"],
+                          n_head=c["n_head"], n_embd=c["n_embd"], dropout=c["dropout"]))
+    if source:
+        model.load_state_dict(source["model"])
+    model.to(device)
+    optimizer = model.configure_optimizer(c["weight_decay"], c["learning_rate"])
+    scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == torch.float16)
+    batches = Batches(dataset.train, c["batch_size"], c["seed"], rank, world)
+    it, best_val_loss = 0, float("inf")
+    if resumed:
+        optimizer.load_state_dict(resumed["optimizer"])
+        scaler.load_state_dict(resumed["scaler"])
+        batches.load_state_dict(resumed["data_position"])
+        restore_rng(resumed["rng"])
+        it, best_val_loss = resumed["iter_num"], resumed["best_val_loss"]
+
+    raw_model = model  # checkpoints and evaluation use the plain module
+    if c["compile"]:
+        model = torch.compile(model)
+    if world > 1:
+        model = DDP(model, device_ids=[int(device.split(":")[1])] if device.startswith("cuda") else None)
+
+    if master:
+        os.makedirs(c["out_dir"], exist_ok=True)
+        if not resumed:  # a fresh run starts a fresh log
+            open(os.path.join(c["out_dir"], "log.jsonl"), "w").close()
+        print(f"{'resuming at iter ' + str(it) if resumed else 'training'}: {raw_model.num_params() / 1e6:.2f}M "
+              f"params, vocab {dataset.vocab.size}, {len(dataset.train)} train / {len(dataset.val)} val "
+              f"examples ({dataset.n_dropped} too long, dropped), device {device}, {str(dtype)[6:]}, "
+              f"lambda {c['lam']}, {world} process(es)")
+
+    def save():
+        if master:
+            save_checkpoint(checkpoint_state(raw_model, optimizer, scaler, c, dataset, it, best_val_loss,
+                                             batches), ckpt_path)
+
+    def log_eval():
+        nonlocal best_val_loss
+        result = evaluate(raw_model, dataset, c, device, dtype)
+        best_val_loss = min(best_val_loss, result["val_loss"])
+        line = {"iter": it, **result, "lr": lr_at(it - 1, c)}
+        with open(os.path.join(c["out_dir"], "log.jsonl"), "a") as f:
+            f.write(json.dumps(line) + "\n")
+        tqdm.write(f"iter {it}: val nll {result['val_nll']:.4f}, td {result['val_td']:.4f}, "
+                   f"entropy {result['val_entropy']:.3f}"
+                   + (f", greedy accuracy {result['accuracy']:.3f}" if "accuracy" in result else ""))
+
+    stop = StopRequest()
+    bar = tqdm(total=c["max_iters"], initial=it, disable=not master, dynamic_ncols=True)
+    t_last = time.time()
+    while it < c["max_iters"]:
+        if stop.requested:
+            save()
+            if master:
+                bar.close()
+                print(f"interrupted at iter {it}; saved {ckpt_path}; --resume continues", file=sys.stderr)
+            return 130
+        lr = lr_at(it, c)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        n_tokens, loss_sum = 0, 0.0
+        for micro in range(c["grad_accum"]):
+            x, y, done = to_tensors(batches.next(), device)
+            n_tokens += x.numel()
+            sync = world == 1 or micro == c["grad_accum"] - 1  # DDP all-reduces on the last micro-step
+            with (contextlib.nullcontext() if sync else model.no_sync()), autocast(device, dtype):
+                logits = model(x)
+            loss, stats = training_loss(logits, y, done, c)
+            scaler.scale(loss / c["grad_accum"]).backward()
+            loss_sum += loss.detach() / c["grad_accum"]
+        if c["grad_clip"] > 0:
+            scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), c["grad_clip"])
+        else:
+            grad_norm = torch.zeros(())
+        bad = torch.tensor(float(not torch.isfinite(loss_sum)), device=device)
+        if world > 1:
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        if bad.item():
+            if master:
+                bar.close()
+                print(f"error: the loss is not finite at iter {it}; stopping (the last checkpoint in "
+                      f"{c['out_dir']} is from before this); try a lower --learning_rate", file=sys.stderr)
+            return 1
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        it += 1
+
+        now = time.time()
+        tokens_per_s = n_tokens * world / max(now - t_last, 1e-9)
+        t_last = now
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_sum.item():.3f}", nll=f"{stats['nll'].item():.3f}",
+                        td=f"{stats['td'].item():.3f}", lr=f"{lr:.1e}", gnorm=f"{float(grad_norm):.2f}",
+                        tok_s=f"{tokens_per_s:.0f}", refresh=False)
+        if master and (it % c["eval_interval"] == 0 or it == c["max_iters"]):
+            log_eval()
+            save()
+    bar.close()
+    if master and not os.path.exists(ckpt_path):
+        save()  # resumed at max_iters: nothing to do, but leave a checkpoint behind
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        code = train(argv)
+    except (DataError, CheckpointError) as e:
+        print(f"train.py: error: {e}", file=sys.stderr)
+        code = 2
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
