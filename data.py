@@ -415,10 +415,14 @@ def pair_item(vocab: Vocab, prompt: str, response: str) -> Item:
 
 
 def _text_items(tokens: list[int], block_size: int) -> list[Item]:
-    """Windows of block_size + 1 tokens (inputs and targets overlap by all but one), stride
-    block_size; the last may be shorter."""
-    return [Item(np.array(tokens[i:i + block_size + 1]), 0, False)
-            for i in range(0, max(len(tokens) - 1, 1), block_size)]
+    """Windows of block_size + 1 tokens (inputs and targets overlap by all but one) at stride
+    block_size, the last one aligned to the end of the text, so all have the same length (a text
+    shorter than that is one window)."""
+    width = min(block_size + 1, len(tokens))
+    starts = list(range(0, len(tokens) - width + 1, block_size))
+    if starts[-1] + width < len(tokens):
+        starts.append(len(tokens) - width)
+    return [Item(np.array(tokens[i:i + width]), 0, False) for i in starts]
 
 
 def _vocab_for(texts: list[str], full: bool) -> Vocab:
@@ -482,7 +486,8 @@ def _load_text(path: str, val_path: str | None, block_size: int, full_vocab: boo
 def collate(items: list[Item], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Items -> (x, y, done), each [B, T], right-padded to the longest item.
     x[t] = tokens[t]; y[t] = tokens[t + 1] where that is an action, IGNORE for prompt and padding;
-    done[t] = True where y[t] is the closing EOS."""
+    done[t] = True where y[t] is the closing EOS. A row that neither ends in EOS nor fills the
+    batch loses its last target: its next state would be padding, whose value means nothing."""
     T = max(len(it.tokens) for it in items) - 1
     x = np.full((len(items), T), pad_id, dtype=np.int64)
     y = np.full((len(items), T), IGNORE, dtype=np.int64)
@@ -493,6 +498,8 @@ def collate(items: list[Item], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray,
         y[b, :n] = it.tokens[1:]
         y[b, :max(it.n_prompt - 1, 0)] = IGNORE  # targets that are still prompt tokens
         done[b, n - 1] = it.terminal
+        if not it.terminal and n < T:
+            y[b, n - 1] = IGNORE
     return x, y, done
 
 
@@ -513,7 +520,7 @@ class Batches:
         order = np.random.default_rng([self.seed, epoch]).permutation(len(self.items))
         return order[self.rank::self.world]
 
-    def next(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def next(self) -> list[Item]:
         chosen = []
         while len(chosen) < self.batch_size:
             if self.cursor == len(self._order):
@@ -522,7 +529,7 @@ class Batches:
             take = self._order[self.cursor:self.cursor + self.batch_size - len(chosen)]
             chosen += [self.items[i] for i in take]
             self.cursor += len(take)
-        return collate(chosen)
+        return chosen
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "cursor": self.cursor}

@@ -19,14 +19,16 @@ import signal
 import sys
 import time
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from data import IGNORE, Batches, DataError, Dataset, TaskConfig, Vocab, collate, is_correct, load_dataset
-from iqlearn import iqlearn_loss
+from data import (IGNORE, Batches, DataError, Dataset, Item, TaskConfig, Vocab, collate, is_correct,
+                  load_dataset)
+from iqlearn import iqlearn_loss, iqlearn_online_loss
 from model import GPT, CheckpointError, GPTConfig, load_checkpoint, save_checkpoint
 
 
@@ -45,6 +47,8 @@ def build_parser() -> Parser:
     a("--lambda", dest="lam", type=float, default=0.5, help="weight of the TD regulariser; 0 = MLE")
     a("--gamma", type=float, default=1.0, help="discount in r_t = Q(s_t,a_t) - gamma V(s_t+1)")
     a("--entropy_coef", type=float, default=0.0, help="subtract this times the mean policy entropy")
+    a("--mixin", type=float, default=0.0, help="online IQLearn: weight alpha of self-generated data; 0 = offline")
+    a("--sample_every", type=int, default=1, help="online: draw new policy samples every this many iterations")
     # data
     a("--data", default=None, help=".jsonl pairs or .txt text; default: the built-in task")
     a("--val_data", default=None, help="validation file; default: a held-out slice of --data")
@@ -105,8 +109,10 @@ def check_config(c: dict) -> None:
         raise DataError(f"--gamma must be in [0, 1], got {c['gamma']}")
     if not (math.isfinite(c["entropy_coef"]) and c["entropy_coef"] >= 0):
         raise DataError(f"--entropy_coef must be >= 0, got {c['entropy_coef']}")
+    if not 0 <= c["mixin"] <= 1:
+        raise DataError(f"--mixin must be in [0, 1], got {c['mixin']}")
     for k in ("block_size", "n_layer", "n_head", "n_embd", "max_iters", "batch_size", "grad_accum",
-              "eval_interval", "eval_iters", "task_train"):
+              "eval_interval", "eval_iters", "task_train", "sample_every"):
         if c[k] < 1:
             raise DataError(f"--{k} must be >= 1, got {c[k]}")
     if c["n_embd"] % c["n_head"]:
@@ -189,13 +195,41 @@ def policy_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return entropy[targets != IGNORE].mean()
 
 
-def training_loss(logits, y, done, c: dict) -> tuple[torch.Tensor, dict]:
-    loss, stats = iqlearn_loss(logits, y, lam=c["lam"], gamma=c["gamma"], done=done, ignore_index=IGNORE)
+def training_loss(model, expert: list[Item], policy: list[Item] | None, c: dict, device: str,
+                  dtype: torch.dtype) -> tuple[torch.Tensor, dict, int]:
+    """The loss of one micro-batch: offline IQLearn on the expert rows, or, with policy rows, the
+    online objective (iqlearn_online_loss). Expert and policy rows share one forward pass."""
+    x, y, done = to_tensors(collate(expert + (policy or [])), device)
+    with autocast(device, dtype):
+        logits = model(x)
+    B = len(expert)
+    if policy:
+        loss, stats = iqlearn_online_loss(logits[:B], y[:B], logits[B:], y[B:], c["mixin"], c["lam"],
+                                          c["gamma"], done[:B], done[B:], IGNORE)
+    else:
+        loss, stats = iqlearn_loss(logits, y, c["lam"], c["gamma"], done, IGNORE)
     if c["entropy_coef"] > 0:
-        entropy = policy_entropy(logits, y)
+        entropy = policy_entropy(logits[:B], y[:B])
         loss = loss - c["entropy_coef"] * entropy
         stats["entropy"] = entropy.detach()
-    return loss, stats
+    return loss, stats, x.numel()
+
+
+@torch.no_grad()
+def sample_policy(model: GPT, expert: list[Item], dataset: Dataset, device: str,
+                  dtype: torch.dtype) -> list[Item]:
+    """The policy's own continuations (temperature 1, KV cache, no gradient) of the expert rows'
+    prompts: the prompt of a pair, the first half of a text window. They may run as long as the
+    longest expert continuation in the batch; one that stops there is cut, not terminal."""
+    prompts = [it.tokens[:it.n_prompt if dataset.kind == "pairs" else len(it.tokens) // 2].tolist()
+               for it in expert]
+    budget = max(len(it.tokens) - len(p) for it, p in zip(expert, prompts))
+    model.eval()
+    with autocast(device, dtype):
+        continuations = model.generate(prompts, budget, temperature=1.0, eos_id=dataset.vocab.eos)
+    model.train()
+    return [Item(np.array(p + cont), len(p), cont[-1:] == [dataset.vocab.eos])
+            for p, cont in zip(prompts, continuations)]
 
 
 def lr_at(it: int, c: dict) -> float:
@@ -256,7 +290,7 @@ def greedy_accuracy(model: GPT, vocab: Vocab, records: list[dict], device: str, 
 # Checkpoints
 
 def checkpoint_state(model: GPT, optimizer, scaler, c: dict, dataset: Dataset, it: int,
-                     best_val_loss: float, batches: Batches) -> dict:
+                     best_val_loss: float, batches: Batches, policy: list[list[Item]] | None) -> dict:
     return {
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
         "model_args": dataclasses.asdict(model.config), "config": c,
@@ -264,6 +298,9 @@ def checkpoint_state(model: GPT, optimizer, scaler, c: dict, dataset: Dataset, i
         "iter_num": it, "best_val_loss": best_val_loss, "data_position": batches.state_dict(),
         "rng": {"torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        # online runs reuse a policy batch for sample_every iterations: keep it for an exact resume
+        "policy_batches": policy and [[(it.tokens.tolist(), it.n_prompt, it.terminal) for it in micro]
+                                      for micro in policy],
     }
 
 
@@ -329,13 +366,15 @@ def train(argv: list[str] | None = None) -> int:
     optimizer = model.configure_optimizer(c["weight_decay"], c["learning_rate"])
     scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == torch.float16)
     batches = Batches(dataset.train, c["batch_size"], c["seed"], rank, world)
-    it, best_val_loss = 0, float("inf")
+    it, best_val_loss, policy = 0, float("inf"), None
     if resumed:
         optimizer.load_state_dict(resumed["optimizer"])
         scaler.load_state_dict(resumed["scaler"])
         batches.load_state_dict(resumed["data_position"])
         restore_rng(resumed["rng"])
         it, best_val_loss = resumed["iter_num"], resumed["best_val_loss"]
+        policy = resumed["policy_batches"] and [[Item(np.array(t), n, done) for t, n, done in micro]
+                                                for micro in resumed["policy_batches"]]
 
     raw_model = model  # checkpoints and evaluation use the plain module
     if c["compile"]:
@@ -355,23 +394,29 @@ def train(argv: list[str] | None = None) -> int:
     def save():
         if master:
             save_checkpoint(checkpoint_state(raw_model, optimizer, scaler, c, dataset, it, best_val_loss,
-                                             batches), ckpt_path)
+                                             batches, policy), ckpt_path)
+
+    timing = {"update": 0.0, "sample": 0.0, "iters": 0}  # seconds since the last eval
 
     def log_eval():
         nonlocal best_val_loss
         result = evaluate(raw_model, dataset, c, device, dtype)
         best_val_loss = min(best_val_loss, result["val_loss"])
-        line = {"iter": it, **result, "lr": lr_at(it - 1, c)}
+        per_iter = {f"{k}_ms": 1000 * timing[k] / max(timing["iters"], 1) for k in ("update", "sample")}
+        line = {"iter": it, **result, "lr": lr_at(it - 1, c), **per_iter}
         with open(os.path.join(c["out_dir"], "log.jsonl"), "a") as f:
             f.write(json.dumps(line) + "\n")
         tqdm.write(f"iter {it}: val nll {result['val_nll']:.4f}, td {result['val_td']:.4f}, "
                    f"entropy {result['val_entropy']:.3f}"
-                   + (f", greedy accuracy {result['accuracy']:.3f}" if "accuracy" in result else ""))
+                   + (f", greedy accuracy {result['accuracy']:.3f}" if "accuracy" in result else "")
+                   + f", {per_iter['update_ms']:.0f} ms/iter update"
+                   + (f" + {per_iter['sample_ms']:.0f} sampling" if c["mixin"] > 0 else ""))
+        timing.update(update=0.0, sample=0.0, iters=0)
 
     stop = StopRequest()
     bar = tqdm(total=c["max_iters"], initial=it, disable=not master, dynamic_ncols=True)
-    t_last = time.time()
     while it < c["max_iters"]:
+        t_start = time.time()
         if stop.requested:
             save()
             if master:
@@ -382,14 +427,17 @@ def train(argv: list[str] | None = None) -> int:
         for group in optimizer.param_groups:
             group["lr"] = lr
         n_tokens, loss_sum = 0, 0.0
-        for micro in range(c["grad_accum"]):
-            x, y, done = to_tensors(batches.next(), device)
-            n_tokens += x.numel()
+        experts = [batches.next() for _ in range(c["grad_accum"])]
+        sample_seconds = 0.0
+        if c["mixin"] > 0 and (policy is None or it % c["sample_every"] == 0):
+            policy = [sample_policy(raw_model, expert, dataset, device, dtype) for expert in experts]
+            sample_seconds = time.time() - t_start
+        for micro, expert in enumerate(experts):
             sync = world == 1 or micro == c["grad_accum"] - 1  # DDP all-reduces on the last micro-step
-            with (contextlib.nullcontext() if sync else model.no_sync()), autocast(device, dtype):
-                logits = model(x)
-            loss, stats = training_loss(logits, y, done, c)
-            scaler.scale(loss / c["grad_accum"]).backward()
+            with contextlib.nullcontext() if sync else model.no_sync():
+                loss, stats, n = training_loss(model, expert, policy and policy[micro], c, device, dtype)
+                scaler.scale(loss / c["grad_accum"]).backward()
+            n_tokens += n
             loss_sum += loss.detach() / c["grad_accum"]
         if c["grad_clip"] > 0:
             scaler.unscale_(optimizer)
@@ -410,9 +458,11 @@ def train(argv: list[str] | None = None) -> int:
         optimizer.zero_grad(set_to_none=True)
         it += 1
 
-        now = time.time()
-        tokens_per_s = n_tokens * world / max(now - t_last, 1e-9)
-        t_last = now
+        seconds = time.time() - t_start
+        timing["sample"] += sample_seconds
+        timing["update"] += seconds - sample_seconds
+        timing["iters"] += 1
+        tokens_per_s = n_tokens * world / max(seconds, 1e-9)
         bar.update(1)
         bar.set_postfix(loss=f"{loss_sum.item():.3f}", nll=f"{stats['nll'].item():.3f}",
                         td=f"{stats['td'].item():.3f}", lr=f"{lr:.1e}", gnorm=f"{float(grad_norm):.2f}",

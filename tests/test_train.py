@@ -77,7 +77,12 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
     assert run(tmp_path, "--max_iters", 2, "--eval_interval", 100) == 0
     before = (tmp_path / "out" / "ckpt.pt").read_bytes()
     real_loss = train.training_loss
-    monkeypatch.setattr(train, "training_loss", lambda *a: (real_loss(*a)[0] * float("nan"), real_loss(*a)[1]))
+
+    def nan_loss(*args):
+        loss, stats, n_tokens = real_loss(*args)
+        return loss * float("nan"), stats, n_tokens
+
+    monkeypatch.setattr(train, "training_loss", nan_loss)
     assert train.main(["--resume", "--max_iters", "4", "--out_dir", str(tmp_path / "out")]) == 1
     assert "not finite" in capsys.readouterr().err
     assert (tmp_path / "out" / "ckpt.pt").read_bytes() == before
@@ -111,6 +116,41 @@ def test_two_process_ddp_on_cpu(tmp_path):
     assert len(open(tmp_path / "ddp" / "log.jsonl").readlines()) == 1  # only rank 0 logs
 
 
+# --- online IQLearn ------------------------------------------------------------------------------
+
+def test_policy_batch_is_model_generated_for_the_expert_prompts(tmp_path):
+    import data
+    from model import GPT, GPTConfig
+    dataset = data.load_dataset(train.data_spec(train.parse_config(TINY)[0]), 96)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=dataset.vocab.size, block_size=96, n_layer=1, n_head=2, n_embd=32))
+    expert = dataset.train[:6]
+    torch.manual_seed(1)
+    policy = train.sample_policy(model, expert, dataset, "cpu", torch.float32)
+    prompts = [e.tokens[:e.n_prompt].tolist() for e in expert]
+    budget = max(len(e.tokens) - e.n_prompt for e in expert)
+    torch.manual_seed(1)
+    expected = model.generate(prompts, budget, temperature=1.0, eos_id=dataset.vocab.eos)
+    for p, e, prompt, cont in zip(policy, expert, prompts, expected):
+        assert p.tokens.tolist() == prompt + cont and p.n_prompt == e.n_prompt
+        assert p.terminal == (cont[-1] == dataset.vocab.eos)
+        assert p.tokens.tolist() != e.tokens.tolist()  # an untrained model does not write the expert's answer
+    assert model.training
+
+
+def test_online_training_runs_logs_sampling_time_and_resumes_exactly(tmp_path):
+    online = ["--mixin", "0.1", "--sample_every", "2", "--eval_interval", "100"]
+    assert run(tmp_path, *online, "--max_iters", 5, out="straight") == 0
+    log = json.loads(open(tmp_path / "straight" / "log.jsonl").readline())
+    assert log["sample_ms"] > 0 and log["update_ms"] > 0
+    assert run(tmp_path, *online, "--max_iters", 3, "--lr_decay_iters", 5, out="resumed") == 0
+    assert train.main(["--resume", "--max_iters", "5", "--out_dir", str(tmp_path / "resumed")]) == 0
+    assert_same_weights(tmp_path / "straight" / "ckpt.pt", tmp_path / "resumed" / "ckpt.pt")
+    assert run(tmp_path, "--max_iters", 5, "--eval_interval", 100, out="offline") == 0
+    offline, online_w = weights(tmp_path / "offline" / "ckpt.pt"), weights(tmp_path / "straight" / "ckpt.pt")
+    assert not torch.equal(offline["wte.weight"], online_w["wte.weight"])
+
+
 # --- bad input: one line on stderr, exit code 2, no traceback, the checkpoint untouched ----------
 
 @pytest.fixture(scope="module")
@@ -136,6 +176,9 @@ def _bad_files(tmp_path):
     (["--gamma", "1.5"], "--gamma"),
     (["--n_embd", "30", "--n_head", "4"], "divisible"),
     (["--max_iters", "0"], "--max_iters"),
+    (["--mixin", "1.5"], "--mixin"),
+    (["--mixin", "-0.1"], "--mixin"),
+    (["--sample_every", "0"], "--sample_every"),
     (["--device", "nonsense"], "--device"),
     (["--lambda", "abc"], "invalid float"),
     (["--resume", "--out_dir", "{tmp}/nothing_here"], "no checkpoint"),
