@@ -57,33 +57,34 @@ def build_parser() -> Parser:
     a("--task_max_value", type=int, default=50, help="built-in task: size of starting amounts")
     a("--task_train", type=int, default=20000, help="built-in task: training problems")
     # model
-    a("--block_size", type=int, default=128)
-    a("--n_layer", type=int, default=4)
-    a("--n_head", type=int, default=4)
-    a("--n_embd", type=int, default=128)
-    a("--dropout", type=float, default=0.0)
+    a("--block_size", type=int, default=128, help="longest sequence in tokens")
+    a("--n_layer", type=int, default=4, help="transformer blocks")
+    a("--n_head", type=int, default=4, help="attention heads")
+    a("--n_embd", type=int, default=128, help="width of the residual stream")
+    a("--dropout", type=float, default=0.0, help="dropout probability while training")
     # optimisation
     a("--max_iters", type=int, default=1200, help="total iterations (a resumed run continues to it)")
     a("--lr_decay_iters", type=int, default=None, help="length of the cosine schedule; default max_iters")
     a("--batch_size", type=int, default=32, help="examples per micro-step per process")
     a("--grad_accum", type=int, default=1, help="micro-steps per iteration")
-    a("--learning_rate", type=float, default=2e-3)
-    a("--min_lr", type=float, default=2e-4)
-    a("--warmup_iters", type=int, default=100)
-    a("--weight_decay", type=float, default=0.1)
+    a("--learning_rate", type=float, default=2e-3, help="peak learning rate (AdamW)")
+    a("--min_lr", type=float, default=2e-4, help="learning rate at the end of the cosine decay")
+    a("--warmup_iters", type=int, default=100, help="linear learning-rate warm-up")
+    a("--weight_decay", type=float, default=0.1, help="AdamW weight decay of matrices")
     a("--grad_clip", type=float, default=1.0, help="clip the gradient norm to this; 0 = off")
     # evaluation and output
-    a("--eval_interval", type=int, default=200)
+    a("--eval_interval", type=int, default=200, help="evaluate and checkpoint every this many iterations")
     a("--eval_iters", type=int, default=10, help="val batches per evaluation")
     a("--eval_problems", type=int, default=200, help="val problems for greedy accuracy")
-    a("--out_dir", default="out")
+    a("--out_dir", default="out", help="where ckpt.pt and log.jsonl go")
     a("--resume", action="store_true", help="continue from out_dir/ckpt.pt")
     a("--init_from", default=None, help="start from this checkpoint's weights (e.g. an MLE model)")
     # system
     a("--device", default="auto", help="auto (cuda, mps, cpu) or a torch device")
-    a("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    a("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+      help="autocast precision; auto: bf16 (else fp16) on CUDA, float32 elsewhere")
     a("--compile", action="store_true", help="torch.compile the model")
-    a("--seed", type=int, default=1337)
+    a("--seed", type=int, default=1337, help="initialisation and data order")
     return p
 
 

@@ -214,3 +214,11 @@ def test_bad_checkpoint_or_config_leaves_the_checkpoint_alone(existing_run, tmp_
     assert code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert (out / "ckpt.pt").read_bytes() == content
     assert sorted(os.listdir(out)) == ["ckpt.pt"]
+
+
+def test_help_shows_every_flag_with_its_default():
+    parser = train.build_parser()
+    text = parser.format_help()
+    flags = [a for a in parser._actions if a.dest != "help"]
+    assert text.count("(default:") == len(flags)
+    assert train.parse_config(["--lambda=0.25"])[0]["lam"] == train.parse_config(["--lambda", "0.25"])[0]["lam"] == 0.25
