@@ -1,0 +1,285 @@
+"""Benchmark: does an offline IQLearn update cost what an MLE update costs?
+
+One model, one random batch, full training steps (forward, loss, backward, AdamW step) with two
+losses, interleaved so that whatever else the machine does slows both alike:
+  MLE      F.cross_entropy on the logits (what iqlearn_loss is at lam = 0)
+  IQLearn  iqlearn.iqlearn_loss with lam > 0 (nll + lam * td)
+Reported: median ms/step, tokens/s, peak memory of a step, MFU on CUDA, and IQLearn/MLE ratios.
+The paper measured +3.7% (T5-base, 196 vs 189 ms); the loss touches the largest tensor of the
+model, the [B, T, V] logits, so a careless one shows up here in time and in memory.
+
+    python bench.py                          # GPT-2 vocabulary, small body: the loss matters
+    python bench.py --default_config         # train.py's default run on this device
+    python bench.py --n_layer=12 --n_head=12 --n_embd=768 --block_size=1024 --batch_size=16 --compile
+"""
+
+import argparse
+import copy
+import itertools
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from contextlib import contextmanager, nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+from iqlearn import iqlearn_loss
+from model import GPT, GPTConfig
+
+# Mirrors train.py's defaults (keep in sync): the built-in task's compact vocabulary, batches of
+# about 96 tokens in a 128 block.
+TRAIN_DEFAULTS = dict(vocab_size=256, block_size=128, n_layer=4, n_head=4, n_embd=128,
+                      batch_size=32, seq_len=96, lam=0.5)
+
+# Dense bf16 (= fp16) tensor-core peak FLOP/s, matched on torch.cuda.get_device_name(), first
+# match wins. A float32 run is measured against the same peak, as nanoGPT does.
+PEAK_FLOPS = [("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("A100", 312e12)]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line on stderr and exit 2, not a usage dump
+        print(f"bench.py: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = Parser(description=__doc__.splitlines()[0],
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sizes = [("n_layer", 2, "transformer blocks"), ("n_head", 4, "attention heads"),
+             ("n_embd", 128, "model width"), ("block_size", 256, "= tokens per row"),
+             ("batch_size", 4, "rows per batch"),
+             ("vocab_size", 50304, "GPT-2's, padded to a multiple of 64")]
+    for name, default, what in sizes:
+        p.add_argument(f"--{name}", type=int, default=default, help=what)
+    p.add_argument("--lam", type=float, default=0.5, help="IQLearn's TD weight")
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"],
+                   help="auto: cuda, else mps, else cpu")
+    p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
+                   help="autocast dtype; auto: bf16 on CUDA (fp16 without bf16), else float32")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per loss")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per loss first")
+    p.add_argument("--peak_flops", type=float, default=None,
+                   help="device peak FLOP/s for MFU; None: looked up by CUDA device name")
+    p.add_argument("--default_config", action="store_true",
+                   help=f"bench train.py's default run (replaces sizes and lam): {TRAIN_DEFAULTS}")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    args = p.parse_args(argv)
+    args.seq_len = args.block_size
+    if args.default_config:
+        vars(args).update(TRAIN_DEFAULTS)
+    for name in ["n_layer", "n_head", "n_embd", "block_size", "batch_size", "vocab_size", "steps"]:
+        if getattr(args, name) <= 0:
+            p.error(f"--{name} must be positive, got {getattr(args, name)}")
+    if args.n_embd % args.n_head:
+        p.error(f"--n_embd {args.n_embd} is not divisible by --n_head {args.n_head}")
+    if args.warmup < 0:
+        p.error(f"--warmup must be >= 0, got {args.warmup}")
+    if not (math.isfinite(args.lam) and args.lam >= 0):
+        p.error(f"--lam must be a finite number >= 0, got {args.lam}")
+    if args.peak_flops is not None and not args.peak_flops > 0:
+        p.error(f"--peak_flops must be positive, got {args.peak_flops}")
+    if args.device == "auto":
+        args.device = ("cuda" if torch.cuda.is_available() else
+                       "mps" if torch.backends.mps.is_available() else "cpu")
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(args.device, True):
+        p.error(f"--device {args.device} is not available here")
+    if args.dtype == "auto":
+        args.dtype = ("float32" if args.device != "cuda" else
+                      "bfloat16" if torch.cuda.is_bf16_supported() else "float16")
+    return args
+
+
+def make_batch(args: argparse.Namespace, device: str
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random tokens laid out like the training data: a prompt (masked), a response ending in EOS
+    (terminal), then padding (masked). Returns idx, targets, done, all [B, T]."""
+    g = torch.Generator().manual_seed(0)
+    B, T, eos = args.batch_size, args.seq_len, args.vocab_size - 1
+    tokens = torch.randint(0, args.vocab_size, (B, T + 1), generator=g)
+    idx, targets = tokens[:, :-1], tokens[:, 1:].clone()
+    done = torch.zeros(B, T, dtype=torch.bool)
+    for b, end in enumerate(torch.randint(T // 2, T, (B,), generator=g).tolist()):
+        targets[b, :T // 4] = -1        # prompt
+        targets[b, end] = eos           # the response ends here ...
+        done[b, end] = True             # ... in a terminal state
+        targets[b, end + 1:] = -1       # padding
+    return idx.to(device), targets.to(device), done.to(device)
+
+
+def mle_loss(logits: torch.Tensor, targets: torch.Tensor, done: torch.Tensor, lam: float
+             ) -> torch.Tensor:
+    """The baseline: cross-entropy, i.e. iqlearn_loss at lam = 0 (lam unused, same signature)."""
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1)
+
+
+def iq_loss(logits: torch.Tensor, targets: torch.Tensor, done: torch.Tensor, lam: float
+            ) -> torch.Tensor:
+    """nll + lam * td, with the batch's terminals."""
+    return iqlearn_loss(logits, targets, lam=lam, done=done)[0]
+
+
+def train_step(run: dict, batch, args: argparse.Namespace) -> None:
+    idx, targets, done = batch
+    with run["autocast"]:  # the model in low precision; both losses upcast to float32 themselves
+        logits = run["model"](idx)
+    loss = run["loss"](logits, targets, done, args.lam)
+    # Let go of the logits: each loss keeps what its backward saved, no more. (Holding them would
+    # cost MLE a [B, T, V] tensor and IQLearn, whose backward saves the logits anyway, nothing.)
+    del logits
+    run["scaler"].scale(loss).backward()
+    run["scaler"].step(run["opt"])
+    run["scaler"].update()
+    run["opt"].zero_grad(set_to_none=True)  # here, so a step starts with no gradients held
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    elif device == "mps":
+        torch.mps.synchronize()
+
+
+@contextmanager
+def stderr_silenced():
+    """The profiler's kineto backend writes 'profiler_start/stop' lines straight to file descriptor
+    2, and no setting turns them off."""
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def peak_step_memory(run: dict, batch, args: argparse.Namespace) -> int | None:
+    """Bytes a step allocates at its peak on top of what is held before it (weights, AdamW state):
+    activations, the logits and the loss's buffers, gradients."""
+    if args.device == "cuda":
+        sync("cuda")
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        train_step(run, batch, args)
+        sync("cuda")
+        return torch.cuda.max_memory_allocated() - before
+    if args.device == "cpu":
+        # tracemalloc does not see torch's CPU allocator, and RSS counts pages, not tensors. The
+        # profiler records every allocation and free with its size and time; their running sum,
+        # in time order, is the bytes held, and its maximum the peak.
+        with stderr_silenced(), profile(activities=[ProfilerActivity.CPU],
+                                        profile_memory=True) as prof:
+            train_step(run, batch, args)
+        events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+        events.sort(key=lambda e: e.start_ns())
+        return max(itertools.accumulate((e.nbytes() for e in events), initial=0))
+    return None  # MPS has no peak counter
+
+
+def peak_flops(args: argparse.Namespace) -> float | None:
+    if args.peak_flops or args.device != "cuda":
+        return args.peak_flops
+    name = torch.cuda.get_device_name()
+    return next((flops for key, flops in PEAK_FLOPS if key in name), None)
+
+
+def flops_per_token(model: GPT, args: argparse.Namespace) -> float:
+    """Forward + backward FLOPs per token (PaLM appendix B): 6N for the matmuls with the weights,
+    N the non-embedding parameters, plus 12*L*H*Q*T for attention over a T-token context."""
+    L, H, Q = args.n_layer, args.n_head, args.n_embd // args.n_head
+    return 6 * model.num_params() + 12 * L * H * Q * args.seq_len
+
+
+def make_runs(base: GPT, args: argparse.Namespace) -> dict[str, dict]:
+    """One copy of the model (same weights), its optimizer and its precision setup per loss."""
+    dtype = DTYPES[args.dtype]
+    runs = {}
+    for name, loss in [("mle", mle_loss), ("iqlearn", iq_loss)]:
+        model = copy.deepcopy(base)  # each trains its own copy, so neither steps on the other
+        runs[name] = dict(
+            model=torch.compile(model) if args.compile else model, loss=loss,
+            opt=model.configure_optimizer(weight_decay=0.1, learning_rate=3e-4),
+            scaler=torch.amp.GradScaler(args.device, enabled=dtype == torch.float16),
+            autocast=(torch.autocast(args.device, dtype=dtype) if dtype != torch.float32
+                      else nullcontext()))
+    return runs
+
+
+def time_interleaved(runs: dict[str, dict], batch, args: argparse.Namespace) -> dict[str, list]:
+    """Seconds per step of each run, alternating runs step by step (and which goes first), so a
+    busy neighbour or a clock change slows both alike."""
+    times = {name: [] for name in runs}
+    for i in range(args.warmup + args.steps):
+        for name in (list(runs) if i % 2 == 0 else list(runs)[::-1]):
+            sync(args.device)
+            t0 = time.perf_counter()
+            train_step(runs[name], batch, args)
+            sync(args.device)
+            if i >= args.warmup:
+                times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def benchmark(args: argparse.Namespace) -> dict:
+    torch.manual_seed(0)
+    base = GPT(GPTConfig(vocab_size=args.vocab_size, block_size=args.block_size,
+                         n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd))
+    runs = make_runs(base.to(args.device), args)
+    batch = make_batch(args, args.device)
+    times = time_interleaved(runs, batch, args)
+    # Memory after timing: the CPU profiler slows the step it watches.
+    memory = {name: peak_step_memory(run, batch, args) for name, run in runs.items()}
+
+    tokens = args.batch_size * args.seq_len
+    peak, per_token = peak_flops(args), flops_per_token(base, args)
+    result = dict(
+        device=args.device, torch=torch.__version__, threads=torch.get_num_threads(),
+        device_name=torch.cuda.get_device_name() if args.device == "cuda" else args.device,
+        dtype=args.dtype, compile=args.compile, default_config=args.default_config,
+        config={k: getattr(args, k) for k in ["n_layer", "n_head", "n_embd", "vocab_size",
+                                              "block_size", "batch_size", "seq_len", "lam"]},
+        steps=args.steps, warmup=args.warmup, peak_flops=peak)
+    for name in runs:
+        ms = 1e3 * statistics.median(times[name])
+        result[f"{name}_ms"] = ms
+        result[f"{name}_tokens_per_s"] = tokens / ms * 1e3
+        result[f"{name}_peak_mib"] = None if memory[name] is None else memory[name] / 2**20
+        result[f"{name}_mfu"] = None if peak is None else per_token * tokens / (ms / 1e3) / peak
+    result["time_ratio"] = result["iqlearn_ms"] / result["mle_ms"]
+    result["mem_ratio"] = None if memory["mle"] is None else memory["iqlearn"] / memory["mle"]
+    result["tokens_per_s"], result["mfu"] = result["iqlearn_tokens_per_s"], result["iqlearn_mfu"]
+    return result
+
+
+def print_report(r: dict) -> None:
+    c = r["config"]
+    print(f"{r['device_name']} ({r['threads']} threads), torch {r['torch']}, {r['dtype']}, "
+          f"compile {r['compile']}{', train.py defaults' if r['default_config'] else ''}")
+    print(f"model {c['n_layer']}x{c['n_embd']} ({c['n_head']} heads), vocab {c['vocab_size']}, "
+          f"block {c['block_size']}; batch {c['batch_size']}x{c['seq_len']} tokens; lam {c['lam']}; "
+          f"median of {r['steps']} steps after {r['warmup']} warm-up")
+    print(f"{'':8} {'ms/step':>9} {'tokens/s':>10} {'peak MiB':>9} {'MFU':>6}")
+    for label, name in [("MLE", "mle"), ("IQLearn", "iqlearn")]:
+        mem, mfu = r[f"{name}_peak_mib"], r[f"{name}_mfu"]
+        print(f"{label:8} {r[f'{name}_ms']:9.1f} {r[f'{name}_tokens_per_s']:10.0f} "
+              f"{'n/a' if mem is None else f'{mem:.1f}':>9} "
+              f"{'n/a' if mfu is None else f'{100 * mfu:.1f}%':>6}")
+    mem_ratio = "n/a" if r["mem_ratio"] is None else f"{r['mem_ratio']:.3f}"
+    print(f"IQLearn/MLE: time {r['time_ratio']:.3f}, memory {mem_ratio}")
+
+
+if __name__ == "__main__":
+    args = parse_args()
+    result = benchmark(args)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print_report(result)
