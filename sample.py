@@ -1,0 +1,479 @@
+"""Sample from a trained model, evaluate it, and look at the rewards it has learned.
+
+    python sample.py --out_dir out                        # samples for val problems
+    python sample.py --out_dir out --start "Ann has 3 pens. ... How many?\n" --num_samples 3
+    python sample.py --out_dir out --start FILE:prompt.txt --beam 4
+    python sample.py --out_dir out --eval [--json]        # accuracy, diversity, nll, rewards
+    python sample.py --out_dir out --rewards              # one sample with r_t and V(s_t) per token
+
+The measurements are the paper's (Wulfmeier et al. 2024): task accuracy under greedy decoding,
+sampling and beam search (IQLearn should need beam search less than MLE), Self-BLEU diversity
+(IQLearn should keep more), and how well the extracted return R = sum_t r_t tracks correctness.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from data import IGNORE, DataError, Vocab, extract_answer, is_correct, load_dataset, pair_item
+from iqlearn import implicit_rewards
+from model import GPT, CheckpointError, KVCache, cut_after_eos, left_pad, load_checkpoint, model_from_checkpoint
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not a usage dump
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = Parser(prog="sample.py", description=__doc__.split("\n\n")[0],
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    a = p.add_argument
+    a("--out_dir", default="out", help="the run whose ckpt.pt to load")
+    a("--start", default=None, help="prompt text, or FILE:path; default: problems of the val split")
+    a("--num_samples", type=int, default=5, help="samples to print; with --eval, samples per problem")
+    a("--max_new_tokens", type=int, default=256, help="at most this many (and never past block_size)")
+    a("--temperature", type=float, default=1.0, help="0 = greedy")
+    a("--top_k", type=int, default=None, help="sample from the k most likely tokens only")
+    a("--beam", type=int, default=None, help="beam search of this width (1 = greedy); --eval: default 4")
+    a("--seed", type=int, default=1337, help="of the sampling generator")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--eval", action="store_true", help="measure accuracy, diversity, nll, rewards")
+    mode.add_argument("--rewards", action="store_true", help="show one sample's r_t and V(s_t) per token")
+    a("--json", action="store_true", help="with --eval: print one JSON object")
+    a("--split", default="val", choices=["val", "test"], help="whose problems, when there is no --start")
+    a("--num_problems", type=int, default=200, help="--eval: at most this many problems")
+    a("--device", default="auto", help="auto (cuda, mps, cpu) or a torch device")
+    args = p.parse_args(argv)
+    if args.beam is not None and args.beam < 1:
+        p.error(f"--beam must be >= 1, got {args.beam}")
+    if not args.temperature >= 0 or math.isinf(args.temperature):
+        p.error(f"--temperature must be a finite number >= 0, got {args.temperature}")
+    for flag in ("num_samples", "max_new_tokens", "num_problems", "top_k"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            p.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    if args.json and not args.eval:
+        p.error("--json goes with --eval")
+    if args.eval and args.start is not None:
+        p.error("--eval measures the --split problems; it takes no --start")
+    return args
+
+
+def pick_device(flag: str) -> str:
+    if flag != "auto":
+        try:
+            torch.empty(0, device=flag)
+        except Exception as e:  # unknown name, no such backend in this build, no such GPU
+            raise DataError(f"--device {flag} is not usable here ({str(e).splitlines()[0]})") from None
+        return flag
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if torch.backends.mps.is_available() else "cpu"
+
+
+def rows_per_batch(model: GPT) -> int:
+    """How many sequences to push through at once: a [rows, block_size, vocab] logits tensor of
+    at most 2^26 floats (256 MB), so a full 50k vocabulary gets small batches, a compact one large."""
+    return max(1, min(512, 2 ** 26 // (model.config.block_size * model.config.vocab_size)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoding: sampling (model.generate, KV cache, batched) and beam search
+
+def generate(model: GPT, prompts: list[list[int]], max_new_tokens: int, temperature: float,
+             top_k: int | None, eos_id: int, generator: torch.Generator | None = None) -> list[list[int]]:
+    """model.generate over any number of prompts, a batch of rows_per_batch at a time."""
+    n = rows_per_batch(model)
+    return [out for i in range(0, len(prompts), n)
+            for out in model.generate(prompts[i:i + n], max_new_tokens, temperature, top_k, eos_id, generator)]
+
+
+def follow_beams(cache: KVCache, rows: torch.Tensor) -> None:
+    """cache.reorder(rows) for a batch that keeps its size, copying only the rows that change
+    and only the positions filled so far. KVCache.reorder copies every row's whole block_size
+    buffer, which was 80% of beam search's time on a CPU; this belongs in model.py."""
+    moved = (rows != torch.arange(len(rows), device=rows.device)).nonzero().squeeze(1)
+    cache.n_pad = cache.n_pad[rows]
+    for layer in cache.layers:
+        if layer.k is not None and len(moved):  # the right side is gathered before it is written
+            layer.k[moved, :, :layer.length] = layer.k[rows[moved], :, :layer.length]
+            layer.v[moved, :, :layer.length] = layer.v[rows[moved], :, :layer.length]
+
+
+@torch.no_grad()
+def beam_search(model: GPT, prompts: list[list[int]], width: int, max_new_tokens: int,
+                eos_id: int) -> list[tuple[list[int], float]]:
+    """The continuation y of each prompt x with the best length-normalised log-probability
+    log pi(y|x) / |y| (EOS counted) that a beam of `width` finds, and its log pi(y|x).
+
+    All problems' beams run as one batch of len(prompts) * width rows on the KV cache. Each step
+    every beam proposes every token; the `width` best candidates of a problem by normalised score
+    survive and the cache follows them (follow_beams). A finished beam stays a candidate with
+    its final score, so the search stops once a problem's best `width` candidates have all ended.
+    """
+    device = next(model.parameters()).device
+    N, W = len(prompts), width
+    idx, n_pad = left_pad([p for p in prompts for _ in range(W)], device)
+    steps = min(max_new_tokens, model.config.block_size - idx.size(1))
+    cache = model.new_cache(n_pad)
+    logp_sum = torch.zeros(N, W, device=device)
+    logp_sum[:, 1:] = -math.inf   # the W beams start as copies of one: let only the first expand
+    length = torch.zeros(N, W, device=device)
+    finished = torch.zeros(N, W, dtype=torch.bool, device=device)
+    tokens = torch.zeros(N, W, 0, dtype=torch.long, device=device)
+    V = model.config.vocab_size
+    frozen = torch.full((V,), -math.inf, device=device)  # a finished beam's one continuation:
+    frozen[eos_id] = 0.0                                  # EOS again, at no cost and no length
+    for _ in range(steps):
+        logp = F.log_softmax(model(idx, cache)[:, -1].float(), dim=-1).view(N, W, V)
+        logp = torch.where(finished[..., None], frozen, logp)
+        total = (logp_sum[..., None] + logp).view(N, W * V)
+        new_length = (length + (~finished).float()).repeat_interleave(V, dim=1)
+        best = (total / new_length).topk(W, dim=-1).indices   # [N, W] indices into W * V
+        beam, token = best // V, best % V
+        follow_beams(cache, (torch.arange(N, device=device)[:, None] * W + beam).view(-1))
+        logp_sum, length = total.gather(1, best), new_length.gather(1, best)
+        tokens = torch.cat([tokens.gather(1, beam[..., None].expand(-1, -1, tokens.size(2))),
+                            token[..., None]], dim=2)
+        finished = finished.gather(1, beam) | (token == eos_id)
+        if finished.all():
+            break
+        idx = token.view(-1, 1)
+    choice = (logp_sum / length).argmax(dim=1)
+    return [(cut_after_eos(tokens[i, choice[i]].tolist(), eos_id), logp_sum[i, choice[i]].item())
+            for i in range(N)]
+
+
+def beam_search_all(model: GPT, prompts: list[list[int]], width: int, max_new_tokens: int,
+                    eos_id: int) -> list[list[int]]:
+    n = max(1, rows_per_batch(model) // width)
+    return [tokens for i in range(0, len(prompts), n)
+            for tokens, _ in beam_search(model, prompts[i:i + n], width, max_new_tokens, eos_id)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Teacher forcing: log-probabilities, values and implicit rewards of given responses
+
+@dataclass
+class Scored:
+    """Per response token a_t: log pi(a_t|s_t), V(s_t) = logsumexp Q(s_t, .), and the implicit
+    reward r_t = Q(s_t, a_t) - gamma V(s_{t+1}), with V = 0 after EOS."""
+    logp: list[float]
+    value: list[float]
+    reward: list[float]
+
+
+@torch.no_grad()
+def score(model: GPT, prompts: list[list[int]], responses: list[list[int]], gamma: float,
+          eos_id: int) -> list[Scored]:
+    """One forward pass over prompt + response per row. The input holds the response's last token
+    too, so a response cut off without EOS still gets V(s_{t+1}) for its last reward."""
+    device = next(model.parameters()).device
+    block, n = model.config.block_size, rows_per_batch(model)
+    out = []
+    for i in range(0, len(prompts), n):
+        rows = [p + r for p, r in zip(prompts[i:i + n], responses[i:i + n])]
+        starts = [len(p) - 1 for p in prompts[i:i + n]]  # position of s_0, the state after the prompt
+        T = min(max(len(r) for r in rows), block)
+        x = torch.zeros(len(rows), T, dtype=torch.long)
+        y = torch.full((len(rows), T), IGNORE, dtype=torch.long)
+        done = torch.zeros(len(rows), T, dtype=torch.bool)
+        for b, (row, s) in enumerate(zip(rows, starts)):
+            x[b, :min(len(row), block)] = torch.tensor(row[:block])
+            y[b, s:len(row) - 1] = torch.tensor(row[s + 1:])
+            done[b, len(row) - 2] = row[-1] == eos_id
+        x, y, done = x.to(device), y.to(device), done.to(device)
+        logits = model(x).float()
+        value = torch.logsumexp(logits, dim=-1)
+        logp = logits.gather(-1, y.clamp(min=0)[..., None])[..., 0] - value
+        reward = implicit_rewards(logits, y, gamma, done, IGNORE)
+        for b, (row, s) in enumerate(zip(rows, starts)):
+            span = slice(s, len(row) - 1)
+            out.append(Scored(logp[b, span].tolist(), value[b, span].tolist(), reward[b, span].tolist()))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Metrics: BLEU / Self-BLEU, distinct-2, Spearman. Texts are compared as whitespace-split words.
+
+def ngrams(words: list[str], n: int) -> Counter:
+    return Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+
+
+def bleu(candidate: list[str], references: list[list[str]], max_n: int = 4) -> float:
+    """BLEU-4 (Papineni et al. 2002): brevity penalty times the geometric mean of the clipped
+    n-gram precisions, n = 1..4. Smoothing: add one to numerator and denominator of the 2..4-gram
+    precisions (Lin & Och 2004; Chen & Cherry 2014, method 2), so a short answer without a shared
+    4-gram still scores; the unigram precision is not smoothed, so identical texts score exactly 1
+    and texts sharing no word exactly 0."""
+    if not candidate:
+        return 0.0
+    log_precision = 0.0
+    for n in range(1, max_n + 1):
+        counts, most_in_a_reference = ngrams(candidate, n), Counter()
+        for reference in references:
+            most_in_a_reference |= ngrams(reference, n)   # | keeps the larger count of each n-gram
+        matched = sum(min(c, most_in_a_reference[g]) for g, c in counts.items())
+        total = sum(counts.values())
+        if n == 1 and matched == 0:
+            return 0.0
+        if n > 1:
+            matched, total = matched + 1, total + 1
+        log_precision += math.log(matched / total) / max_n
+    c = len(candidate)
+    r = min((abs(len(ref) - c), len(ref)) for ref in references)[1]  # closest reference length
+    brevity = 1.0 if c > r else math.exp(1 - r / c)
+    return brevity * math.exp(log_precision)
+
+
+def self_bleu(groups: list[list[str]]) -> float | None:
+    """Mean BLEU of each text against the other texts of its group (Zhu et al. 2018, Texygen);
+    groups are one problem's samples, those with fewer than two are skipped. Lower = more diverse."""
+    scores = [bleu(text.split(), [other.split() for j, other in enumerate(group) if j != i])
+              for group in groups if len(group) >= 2 for i, text in enumerate(group)]
+    return sum(scores) / len(scores) if scores else None
+
+
+def distinct_n(texts: list[str], n: int = 2) -> float | None:
+    """Distinct-n (Li et al. 2016): unique n-grams / all n-grams over the texts (none crosses
+    from one text into the next)."""
+    counts = sum((ngrams(t.split(), n) for t in texts), Counter())
+    return len(counts) / sum(counts.values()) if counts else None
+
+
+def average_ranks(x: list[float]) -> list[float]:
+    """Ranks 1..n, tied values sharing the mean of the ranks they span."""
+    order = sorted(range(len(x)), key=x.__getitem__)
+    ranks, start = [0.0] * len(x), 0
+    for end in range(1, len(x) + 1):
+        if end == len(x) or x[order[end]] != x[order[start]]:  # a run of ties ends here
+            for k in order[start:end]:
+                ranks[k] = (start + 1 + end) / 2               # the mean of ranks start+1 .. end
+            start = end
+    return ranks
+
+
+def spearman(x: list[float], y: list[float]) -> float | None:
+    """Spearman's rank correlation: Pearson's r of the average ranks; None where it is undefined
+    (fewer than two points, or one side constant, e.g. every sample correct)."""
+    if len(x) < 2:
+        return None
+    rx, ry = average_ranks(x), average_ranks(y)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    sxx, syy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
+    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else None
+
+
+# ----------------------------------------------------------------------------------------------
+# Problems and evaluation
+
+@dataclass
+class Problem:
+    prompt: list[int]
+    response: list[int]   # the reference continuation (with EOS for pairs), for nll
+    reference: str        # its text, for answer checking
+
+
+def load_problems(checkpoint: dict, vocab: Vocab, split: str, limit: int, block_size: int
+                  ) -> tuple[list[Problem], bool]:
+    """The first `limit` problems of a split that fit the block, and whether their answers are
+    checkable ('#### N'). Text data has no prompts: its val windows are cut after a quarter."""
+    if "data_spec" not in checkpoint:
+        raise CheckpointError("this checkpoint does not say what data it was trained on; pass --start")
+    dataset = load_dataset(checkpoint["data_spec"], block_size, vocab)
+    if dataset.kind == "text":
+        if split != "val":
+            raise DataError("text data has only a val split")
+        cut = max(1, block_size // 4)
+        return [Problem(it.tokens[:cut].tolist(), it.tokens[cut:].tolist(), vocab.decode(it.tokens[cut:].tolist()))
+                for it in dataset.val[:limit]], False
+    if split not in dataset.records:
+        raise DataError(f"this checkpoint's data has no {split} split")
+    problems = []
+    for record in dataset.records[split]:
+        item = pair_item(vocab, record["prompt"], record["response"])
+        if len(item.tokens) <= block_size + 1 and len(problems) < limit:
+            tokens = item.tokens.tolist()
+            problems.append(Problem(tokens[:item.n_prompt], tokens[item.n_prompt:], record["response"]))
+    if not problems:
+        raise DataError(f"no {split} problem fits in block_size={block_size} tokens")
+    return problems, all(extract_answer(p.reference) is not None for p in problems)
+
+
+def text_of(vocab: Vocab, tokens: list[int]) -> str:
+    return vocab.decode(tokens[:-1] if tokens[-1:] == [vocab.eos] else tokens)
+
+
+def correct(vocab: Vocab, tokens: list[int], problem: Problem) -> bool:
+    return is_correct(text_of(vocab, tokens), problem.reference)
+
+
+def evaluate(model: GPT, vocab: Vocab, problems: list[Problem], checkable: bool, args: argparse.Namespace,
+             gamma: float, generator: torch.Generator) -> dict:
+    """The paper's measurements on `problems`: accuracy (greedy, sampled, beam), diversity of the
+    sampled answers (Self-BLEU, also among correct answers only, and distinct-2), val nll, and the
+    rank correlation of each sample's extracted return R = sum_t r_t with its correctness."""
+    began, S, eos = time.time(), args.num_samples, vocab.eos
+    prompts = [p.prompt for p in problems]
+    repeated = [p for p in problems for _ in range(S)]   # problem i's samples are rows i*S .. i*S+S-1
+
+    def accuracy(outputs: list[list[int]], of: list[Problem]) -> float:
+        return sum(correct(vocab, o, p) for o, p in zip(outputs, of)) / len(of)
+
+    if checkable:  # greedy and beam outputs serve accuracy only
+        greedy = generate(model, prompts, args.max_new_tokens, 0.0, None, eos)
+        beams = beam_search_all(model, prompts, args.beam, args.max_new_tokens, eos)
+    samples = generate(model, [p.prompt for p in repeated], args.max_new_tokens, args.temperature,
+                       args.top_k, eos, generator)
+    texts = [text_of(vocab, s) for s in samples]
+    ok = [checkable and correct(vocab, s, p) for s, p in zip(samples, repeated)]
+    groups = [texts[i:i + S] for i in range(0, len(texts), S)]
+    correct_groups = [[t for t, good in zip(group, ok[i * S:]) if good] for i, group in enumerate(groups)]
+    distinct = [d for d in map(distinct_n, groups) if d is not None]
+
+    references = score(model, prompts, [p.response for p in problems], gamma, eos)
+    returns = [sum(s.reward) for s in score(model, [p.prompt for p in repeated], samples, gamma, eos)]
+    return {  # None (n/a) where answers are not checkable
+        "accuracy_greedy": accuracy(greedy, problems) if checkable else None,
+        "accuracy_sample": accuracy(samples, repeated) if checkable else None,
+        "accuracy_beam": accuracy(beams, problems) if checkable else None,
+        "self_bleu": self_bleu(groups),
+        "self_bleu_correct": self_bleu(correct_groups) if checkable else None,
+        "distinct_2": sum(distinct) / len(distinct) if distinct else None,   # per problem, averaged
+        "nll": -sum(sum(s.logp) for s in references) / sum(len(s.logp) for s in references),
+        "reward_spearman": spearman(returns, [float(good) for good in ok]) if checkable else None,
+        "reward_mean": sum(returns) / len(returns),
+        "num_problems": len(problems), "num_samples": S, "temperature": args.temperature,
+        "top_k": args.top_k, "beam": args.beam, "split": args.split, "seconds": round(time.time() - began, 2),
+    }
+
+
+def table(metrics: dict, checkpoint: dict) -> str:
+    c, m = checkpoint["config"], metrics
+    notes = {"accuracy_greedy": "answers are not checkable ('#### N')" if m["accuracy_greedy"] is None else "",
+             "accuracy_sample": f"{m['num_samples']} samples per problem, temperature {m['temperature']}",
+             "accuracy_beam": f"beam width {m['beam']}", "self_bleu": "lower = more diverse",
+             "self_bleu_correct": "among correct samples", "distinct_2": "higher = more diverse",
+             "nll": "per token of the reference responses", "reward_spearman": "R = sum_t r_t vs correct",
+             "reward_mean": "mean R of the samples"}
+    lines = [f"{m['num_problems']} {m['split']} problems, lambda {c.get('lam')}, gamma {c.get('gamma')}, "
+             f"iter {checkpoint['iter_num']}: {m['seconds']:.1f} s"]
+    for key, note in notes.items():
+        lines.append(f"  {key:<18}{'n/a' if m[key] is None else f'{m[key]:.4f}':>10}   {note}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# The reward viewer
+
+def token_label(vocab: Vocab, token: int) -> str:
+    """A token as one visible cell: escapes for newlines, a ␣ for each space of a blank token."""
+    text = "<eos>" if token == vocab.eos else repr(vocab.decode([token]))[1:-1]
+    return text if text.strip() else "\u2423" * len(text)
+
+
+def show_rewards(vocab: Vocab, prompt: list[int], response: list[int], scored: Scored, gamma: float,
+                 reference: str, width: int = 100) -> None:
+    """The sample's tokens with log pi(a_t|s_t), r_t and V(s_t) in columns under each token."""
+    text = text_of(vocab, response)
+    verdict = ""
+    if extract_answer(reference) is not None:
+        verdict = f"  [{'correct' if is_correct(text, reference) else 'wrong'}: reference {extract_answer(reference):g}]"
+    print(f"prompt: {vocab.decode(prompt)!r}\nsample: {text!r}{verdict}")
+    R, logp = sum(scored.reward), sum(scored.logp)
+    print(f"R = sum_t r_t = {R:.3f} over {len(response)} tokens; log pi(y|x) = {logp:.3f}; V(s_0) = {scored.value[0]:.3f}")
+    if response[-1] != vocab.eos:
+        print("(cut off before EOS: the last state's value is not 0, so with gamma = 1 "
+              "R = V(s_0) + log pi(y|x) - V(s_T))")
+    elif gamma == 1:  # the sum telescopes: sum_t (log pi + V(s_t) - V(s_t+1)), V = 0 after EOS
+        print(f"(gamma = 1: R = V(s_0) + log pi(y|x) = {scored.value[0] + logp:.3f})")
+    print(f"r_t = Q(s_t, a_t) - gamma V(s_t+1) = log pi(a_t|s_t) + V(s_t) - gamma V(s_t+1), gamma = {gamma:g}")
+    rows = {"token": [token_label(vocab, t) for t in response], "log pi": [f"{v:.2f}" for v in scored.logp],
+            "r_t": [f"{v:.2f}" for v in scored.reward], "V(s_t)": [f"{v:.2f}" for v in scored.value]}
+    cols = [max(len(cells[t]) for cells in rows.values()) + 1 for t in range(len(response))]
+    start = 0
+    while start < len(response):  # wrap: as many columns per line as fit in `width`
+        end, used = start + 1, 8 + cols[start]
+        while end < len(response) and used + cols[end] <= width:
+            used, end = used + cols[end], end + 1
+        print()
+        for name, cells in rows.items():
+            print(f"{name:<8}" + "".join(cells[t].rjust(cols[t]) for t in range(start, end)))
+        start = end
+
+
+# ----------------------------------------------------------------------------------------------
+
+def read_prompt(start: str, vocab: Vocab, block_size: int) -> list[int]:
+    if start.startswith("FILE:"):
+        path = start[len("FILE:"):]
+        if not os.path.isfile(path):
+            raise DataError(f"--start file not found: {path}")
+        with open(path, encoding="utf-8") as f:
+            start = f.read()
+    if not start:
+        raise DataError("the prompt is empty")
+    prompt = vocab.encode(start)
+    if len(prompt) >= block_size:
+        raise DataError(f"the prompt is {len(prompt)} tokens; block_size {block_size} leaves no room to generate")
+    return prompt
+
+
+def run(args: argparse.Namespace) -> int:
+    device = pick_device(args.device)
+    checkpoint = load_checkpoint(os.path.join(args.out_dir, "ckpt.pt"))
+    model = model_from_checkpoint(checkpoint).to(device).eval()
+    vocab = Vocab(checkpoint["vocab"]["gpt2_ids"])
+    gamma, block = checkpoint["config"]["gamma"], model.config.block_size
+    generator = torch.Generator(device).manual_seed(args.seed)
+
+    if args.start is not None:  # one prompt, num_samples continuations (one, if deterministic)
+        deterministic = args.beam or args.temperature == 0 or args.rewards
+        prompt = read_prompt(args.start, vocab, block)
+        problems = [Problem(prompt, [], "")] * (1 if deterministic else args.num_samples)
+    else:  # one sample for each of the first problems
+        n = args.num_problems if args.eval else 1 if args.rewards else args.num_samples
+        problems, checkable = load_problems(checkpoint, vocab, args.split, n, block)
+    if args.eval:
+        args.beam = args.beam or 4
+        metrics = evaluate(model, vocab, problems, checkable, args, gamma, generator)
+        print(json.dumps(metrics) if args.json else table(metrics, checkpoint))
+        return 0
+    prompts = [p.prompt for p in problems]
+    if args.beam:
+        outputs = beam_search_all(model, prompts, args.beam, args.max_new_tokens, vocab.eos)
+    else:
+        outputs = generate(model, prompts, args.max_new_tokens, args.temperature, args.top_k, vocab.eos, generator)
+    if args.rewards:
+        scored = score(model, prompts, outputs, gamma, vocab.eos)[0]
+        show_rewards(vocab, prompts[0], outputs[0], scored, gamma, problems[0].reference)
+        return 0
+    for problem, output in zip(problems, outputs):
+        print(vocab.decode(problem.prompt) + text_of(vocab, output))
+        if extract_answer(problem.reference) is not None:
+            print(f"[{'correct' if correct(vocab, output, problem) else 'wrong'}: "
+                  f"the reference answer is {extract_answer(problem.reference):g}]")
+        print("---------------")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except (DataError, CheckpointError) as e:
+        print(f"sample.py: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

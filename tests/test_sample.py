@@ -1,0 +1,203 @@
+"""sample.py: decoding (KV cache, greedy, beam search), teacher-forced rewards, the metrics on
+hand-computed cases, --eval / --rewards end to end on a tiny checkpoint, and bad input."""
+
+import json
+import math
+
+import pytest
+import torch
+
+import sample
+import train
+from data import Vocab
+from model import GPTConfig, KVCache, load_checkpoint, model_from_checkpoint
+
+TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--batch_size", "8", "--block_size", "96",
+        "--task_train", "200", "--eval_problems", "4", "--eval_iters", "1", "--warmup_iters", "2"]
+
+
+@pytest.fixture(scope="module")
+def out_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sample") / "out"
+    assert train.main([*TINY, "--max_iters", "12", "--learning_rate", "1e-2", "--min_lr", "1e-3",
+                       "--eval_interval", "100", "--out_dir", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def loaded(out_dir):
+    checkpoint = load_checkpoint(str(out_dir / "ckpt.pt"))
+    vocab = Vocab(checkpoint["vocab"]["gpt2_ids"])
+    problems, checkable = sample.load_problems(checkpoint, vocab, "val", 4, 96)
+    assert checkable and len(problems) == 4
+    return model_from_checkpoint(checkpoint).eval(), vocab, problems
+
+
+def run_main(argv, capsys):
+    try:
+        code = sample.main([str(a) for a in argv])
+    except SystemExit as e:  # argparse's own errors exit from inside parse_args
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# --- decoding ------------------------------------------------------------------------------------
+
+def test_beam_search_log_probs_on_the_kv_cache_match_a_full_forward(loaded):
+    model, vocab, problems = loaded
+    prompts = [p.prompt for p in problems]  # different lengths: left padding in the cached batch
+    for prompt, (tokens, logp) in zip(prompts, sample.beam_search(model, prompts, 3, 30, vocab.eos)):
+        full = sample.score(model, [prompt], [tokens], 1.0, vocab.eos)[0]
+        assert logp == pytest.approx(sum(full.logp), abs=1e-3)
+
+
+def test_beam_width_one_is_greedy(loaded):
+    model, vocab, problems = loaded
+    prompts = [p.prompt for p in problems]
+    greedy = model.generate(prompts, 40, temperature=0, eos_id=vocab.eos)
+    assert [tokens for tokens, _ in sample.beam_search(model, prompts, 1, 40, vocab.eos)] == greedy
+
+
+class Bigram(torch.nn.Module):
+    """A stand-in language model whose next-token distribution depends on the last token only."""
+
+    def __init__(self, probs: list[list[float]]):
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.tensor(probs).clamp(min=1e-6).log(), requires_grad=False)
+        self.config = GPTConfig(vocab_size=len(probs), block_size=8, n_layer=0, n_head=1, n_embd=1)
+
+    def new_cache(self, n_pad):
+        return KVCache(0, self.config.block_size, n_pad)
+
+    def forward(self, idx, cache):
+        cache.length += idx.size(1)
+        return self.table[idx]
+
+
+def test_beam_search_finds_the_better_sequence_that_greedy_misses():
+    EOS, A, B, PROMPT = 0, 1, 2, 3
+    model = Bigram([[1, 0, 0, 0],          # after EOS (never asked: a finished beam stays put)
+                    [.34, .33, .33, 0],    # after A: no clear way to end
+                    [.98, .01, .01, 0],    # after B: end, almost surely
+                    [0, .6, .4, 0]])       # after the prompt: A looks better than B
+    (greedy, greedy_logp), = sample.beam_search(model, [[PROMPT]], 1, 5, EOS)
+    (best, best_logp), = sample.beam_search(model, [[PROMPT]], 2, 5, EOS)
+    assert greedy == [A, EOS] and greedy_logp == pytest.approx(math.log(.6 * .34), abs=1e-4)
+    assert best == [B, EOS] and best_logp == pytest.approx(math.log(.4 * .98), abs=1e-4)
+
+
+def test_return_telescopes_to_the_first_value_plus_log_likelihood(loaded):
+    model, vocab, problems = loaded
+    # gamma = 1: R = sum_t (Q(s_t,a_t) - V(s_t+1)) = V(s_0) + sum_t log pi(a_t|s_t), V = 0 after EOS
+    for p, s in zip(problems, sample.score(model, [p.prompt for p in problems],
+                                           [p.response for p in problems], 1.0, vocab.eos)):
+        assert p.response[-1] == vocab.eos and len(s.reward) == len(p.response)
+        assert sum(s.reward) == pytest.approx(s.value[0] + sum(s.logp), abs=1e-3)
+
+
+# --- metrics, against hand-computed values ---------------------------------------------------------
+
+def test_bleu_extremes_and_hand_computed_cases():
+    words = "the cat sat on the mat".split()
+    assert sample.bleu(words, [words]) == 1.0
+    assert sample.bleu(words, ["a dog ran far".split()]) == 0.0
+    # precisions 5/6, (3+1)/(5+1), (2+1)/(4+1), (1+1)/(3+1); same length, no brevity penalty
+    assert sample.bleu(words, ["the cat sat on a mat".split()]) == pytest.approx((1 / 6) ** 0.25)
+    # every n-gram matches, but 2 words against 6: brevity penalty exp(1 - 6/2)
+    assert sample.bleu("the cat".split(), [words]) == pytest.approx(math.exp(-2))
+
+
+def test_self_bleu_and_distinct_2():
+    assert sample.self_bleu([["a b c d"] * 3]) == 1.0
+    assert sample.self_bleu([["a b", "c d", "e f"]]) == 0.0
+    assert sample.self_bleu([["a b c d", "a b c d", "e f g h"]]) == pytest.approx(2 / 3)
+    assert sample.self_bleu([["only one"]]) is None
+    assert sample.distinct_n(["a b c", "a b d"]) == 0.75   # ab bc ab bd: 3 unique of 4
+    assert sample.distinct_n(["a b", "a b"]) == 0.5
+    assert sample.distinct_n(["a", "b"]) is None          # no bigram at all
+
+
+def test_spearman_with_ties_and_undefined_cases():
+    assert sample.average_ranks([10, 20, 20, 30]) == [1, 2.5, 2.5, 4]
+    assert sample.spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1)
+    assert sample.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1)
+    # ranks 1..4 against 1.5, 1.5, 3.5, 3.5: covariance 4, variances 5 and 4
+    assert sample.spearman([1, 2, 3, 4], [0, 0, 1, 1]) == pytest.approx(4 / math.sqrt(20))
+    assert sample.spearman([1, 2, 3], [1, 1, 1]) is None  # e.g. every sample correct
+    assert sample.spearman([1], [0]) is None
+
+
+# --- the command line --------------------------------------------------------------------------------
+
+KEYS = {"accuracy_greedy", "accuracy_sample", "accuracy_beam", "self_bleu", "self_bleu_correct",
+        "distinct_2", "nll", "reward_spearman"}
+
+
+def test_eval_json_reports_every_measurement(out_dir, capsys):
+    code, out, err = run_main(["--out_dir", out_dir, "--eval", "--json", "--num_problems", 4,
+                               "--num_samples", 3, "--max_new_tokens", 30, "--beam", 2], capsys)
+    assert code == 0, err
+    metrics = json.loads(out)
+    assert KEYS <= metrics.keys() and metrics["num_problems"] == 4 and metrics["num_samples"] == 3
+    for k in ("accuracy_greedy", "accuracy_sample", "accuracy_beam", "self_bleu", "distinct_2"):
+        assert 0 <= metrics[k] <= 1, k
+    assert metrics["self_bleu_correct"] is None or 0 <= metrics["self_bleu_correct"] <= 1
+    assert metrics["reward_spearman"] is None or -1 <= metrics["reward_spearman"] <= 1
+    assert 0 < metrics["nll"] < 10
+
+
+def test_samples_and_the_table(out_dir, capsys):
+    code, out, err = run_main(["--out_dir", out_dir, "--num_samples", 2, "--max_new_tokens", 10], capsys)
+    assert code == 0 and out.count("---------------") == 2 and "reference answer" in out, err
+    code, out, err = run_main(["--out_dir", out_dir, "--eval", "--num_problems", 2, "--num_samples", 2,
+                               "--max_new_tokens", 10], capsys)
+    assert code == 0 and all(k in out for k in KEYS), err
+
+
+def test_reward_viewer_puts_numbers_under_the_tokens(out_dir, loaded, capsys):
+    code, out, err = run_main(["--out_dir", out_dir, "--rewards", "--max_new_tokens", 8, "--temperature", 0], capsys)
+    assert code == 0 and "R = sum_t r_t" in out, err
+    model, vocab, problems = loaded
+    tokens = model.generate([problems[0].prompt], 8, temperature=0, eos_id=vocab.eos)[0]
+    rows = {}
+    for line in out.splitlines():  # rows wrap: gather each row's cells over all blocks
+        name = line[:8].strip()
+        if name in ("token", "r_t", "V(s_t)"):
+            rows.setdefault(name, []).extend(line[8:].split())
+    assert rows["token"] == [sample.token_label(vocab, t).strip() for t in tokens]
+    assert len([float(v) for v in rows["r_t"]]) == len([float(v) for v in rows["V(s_t)"]]) == len(tokens)
+
+
+def test_eval_on_text_data_reports_what_it_can(tmp_path, capsys):
+    words = "the quick brown fox jumps over the lazy dog and runs far away from here".split()
+    (tmp_path / "text.txt").write_text(" ".join(words[i % len(words)] for i in range(600)))
+    assert train.main([*TINY, "--data", str(tmp_path / "text.txt"), "--block_size", "32", "--max_iters", "2",
+                       "--eval_interval", "100", "--out_dir", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    code, out, err = run_main(["--out_dir", tmp_path / "out", "--eval", "--num_problems", 3,
+                               "--num_samples", 2], capsys)
+    assert code == 0 and "not checkable" in out, err
+    code, out, err = run_main(["--out_dir", tmp_path / "out", "--eval", "--json", "--num_problems", 3,
+                               "--num_samples", 2], capsys)
+    metrics = json.loads(out)
+    assert metrics["accuracy_greedy"] is None and metrics["reward_spearman"] is None
+    assert metrics["nll"] > 0 and 0 <= metrics["self_bleu"] <= 1
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--out_dir", "{tmp}/nothing"], "no checkpoint"),
+    (["--out_dir", "{tmp}/corrupt"], "not a readable checkpoint"),
+    (["--start", ""], "empty"),
+    (["--start", "Zebra \u2603"], "not in this model's vocabulary"),
+    (["--start", "FILE:{tmp}/missing.txt"], "not found"),
+    (["--beam", "0"], "--beam"),
+    (["--temperature", "-1"], "--temperature"),
+    (["--num_samples", "0"], "--num_samples"),
+])
+def test_bad_input_is_one_clear_line(out_dir, tmp_path, capsys, args, message):
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "ckpt.pt").write_bytes(b"not a checkpoint" * 100)
+    argv = ["--out_dir", out_dir, *(a.format(tmp=tmp_path) for a in args)]
+    code, out, err = run_main(argv, capsys)
+    assert code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
