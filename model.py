@@ -61,11 +61,15 @@ class KVCache:
         self.length = 0     # positions processed so far (pads included)
 
     def reorder(self, rows: torch.Tensor) -> None:
-        """Keep only `rows` (in that order): beam search uses it to follow surviving beams."""
+        """Row b continues from row rows[b] (a batch of the same size): beam search uses it to
+        follow the surviving beams. Only rows that change are copied, and only the positions
+        filled so far, not the whole block."""
+        moved = (rows != torch.arange(len(rows), device=rows.device)).nonzero().squeeze(1)
         self.n_pad = self.n_pad[rows]
         for layer in self.layers:
-            if layer.k is not None:
-                layer.k, layer.v = layer.k[rows], layer.v[rows]
+            if layer.k is not None and len(moved):  # the right side is gathered before it is written
+                layer.k[moved, :, :layer.length] = layer.k[rows[moved], :, :layer.length]
+                layer.v[moved, :, :layer.length] = layer.v[rows[moved], :, :layer.length]
 
 
 class CausalSelfAttention(nn.Module):
@@ -153,11 +157,12 @@ class GPT(nn.Module):
         """An empty KV cache for a batch whose rows start with n_pad[b] pad tokens."""
         return KVCache(self.config.n_layer, max_len or self.config.block_size, n_pad)
 
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
         """Token ids [B, T] -> logits [B, T, vocab_size], i.e. Q(s_t, .) at every position t.
 
         With a cache, idx holds the positions after the cached ones (a whole prompt, then one token
-        at a time) and the cache grows by T.
+        at a time) and the cache grows by T. last_only: logits of the last position only [B, 1, V]
+        (decoding needs no more, and a prompt's [B, T, V] logits can be large).
         """
         B, T = idx.shape
         start = 0 if cache is None else cache.length
@@ -174,6 +179,8 @@ class GPT(nn.Module):
             x = block(x, attn_mask, None if cache is None else cache.layers[i])
         if cache is not None:
             cache.length += T
+        if last_only:
+            x = x[:, -1:]
         return self.lm_head(self.ln_f(x))
 
     @staticmethod
@@ -202,7 +209,7 @@ class GPT(nn.Module):
         out = torch.empty(len(prompts), max(max_new_tokens, 0), dtype=torch.long, device=device)
         finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
         for step in range(max_new_tokens):
-            logits = self(idx, cache)[:, -1, :].float()
+            logits = self(idx, cache, last_only=True)[:, -1, :].float()
             idx = sample_next(logits, temperature, top_k, generator)
             out[:, step] = idx[:, 0]
             if eos_id is not None:

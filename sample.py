@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from data import IGNORE, DataError, Vocab, extract_answer, is_correct, load_dataset, pair_item
 from iqlearn import implicit_rewards
-from model import GPT, CheckpointError, KVCache, cut_after_eos, left_pad, load_checkpoint, model_from_checkpoint
+from model import GPT, CheckpointError, cut_after_eos, left_pad, load_checkpoint, model_from_checkpoint
 
 
 class Parser(argparse.ArgumentParser):
@@ -96,18 +96,6 @@ def generate(model: GPT, prompts: list[list[int]], max_new_tokens: int, temperat
             for out in model.generate(prompts[i:i + n], max_new_tokens, temperature, top_k, eos_id, generator)]
 
 
-def follow_beams(cache: KVCache, rows: torch.Tensor) -> None:
-    """cache.reorder(rows) for a batch that keeps its size, copying only the rows that change
-    and only the positions filled so far. KVCache.reorder copies every row's whole block_size
-    buffer, which was 80% of beam search's time on a CPU; this belongs in model.py."""
-    moved = (rows != torch.arange(len(rows), device=rows.device)).nonzero().squeeze(1)
-    cache.n_pad = cache.n_pad[rows]
-    for layer in cache.layers:
-        if layer.k is not None and len(moved):  # the right side is gathered before it is written
-            layer.k[moved, :, :layer.length] = layer.k[rows[moved], :, :layer.length]
-            layer.v[moved, :, :layer.length] = layer.v[rows[moved], :, :layer.length]
-
-
 @torch.no_grad()
 def beam_search(model: GPT, prompts: list[list[int]], width: int, max_new_tokens: int,
                 eos_id: int) -> list[tuple[list[int], float]]:
@@ -116,7 +104,7 @@ def beam_search(model: GPT, prompts: list[list[int]], width: int, max_new_tokens
 
     All problems' beams run as one batch of len(prompts) * width rows on the KV cache. Each step
     every beam proposes every token; the `width` best candidates of a problem by normalised score
-    survive and the cache follows them (follow_beams). A finished beam stays a candidate with
+    survive and the cache follows them (KVCache.reorder). A finished beam stays a candidate with
     its final score, so the search stops once a problem's best `width` candidates have all ended.
     """
     device = next(model.parameters()).device
@@ -133,13 +121,13 @@ def beam_search(model: GPT, prompts: list[list[int]], width: int, max_new_tokens
     frozen = torch.full((V,), -math.inf, device=device)  # a finished beam's one continuation:
     frozen[eos_id] = 0.0                                  # EOS again, at no cost and no length
     for _ in range(steps):
-        logp = F.log_softmax(model(idx, cache)[:, -1].float(), dim=-1).view(N, W, V)
+        logp = F.log_softmax(model(idx, cache, last_only=True)[:, -1].float(), dim=-1).view(N, W, V)
         logp = torch.where(finished[..., None], frozen, logp)
         total = (logp_sum[..., None] + logp).view(N, W * V)
         new_length = (length + (~finished).float()).repeat_interleave(V, dim=1)
         best = (total / new_length).topk(W, dim=-1).indices   # [N, W] indices into W * V
         beam, token = best // V, best % V
-        follow_beams(cache, (torch.arange(N, device=device)[:, None] * W + beam).view(-1))
+        cache.reorder((torch.arange(N, device=device)[:, None] * W + beam).view(-1))
         logp_sum, length = total.gather(1, best), new_length.gather(1, best)
         tokens = torch.cat([tokens.gather(1, beam[..., None].expand(-1, -1, tokens.size(2))),
                             token[..., None]], dim=2)

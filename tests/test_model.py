@@ -100,3 +100,15 @@ def test_optimizer_decays_only_matrices():
     assert all(p.dim() >= 2 for p in decayed["params"]) and all(p.dim() < 2 for p in plain["params"])
     n = sum(p.numel() for g in opt.param_groups for p in g["params"])
     assert n == model.num_params(non_embedding=False)
+
+
+def test_cache_reorder_follows_rows_like_a_fresh_run():
+    model = tiny().eval()
+    idx = torch.randint(0, 37, (3, 6))
+    cache = model.new_cache(n_pad=torch.zeros(3, dtype=torch.long))
+    model(idx[:, :5], cache)
+    rows = torch.tensor([2, 2, 0])
+    cache.reorder(rows)
+    step = model(idx[rows, 5:6], cache)
+    torch.testing.assert_close(step, model(idx[rows])[:, 5:6], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model(idx, last_only=True), model(idx)[:, -1:])

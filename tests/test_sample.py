@@ -70,9 +70,9 @@ class Bigram(torch.nn.Module):
     def new_cache(self, n_pad):
         return KVCache(0, self.config.block_size, n_pad)
 
-    def forward(self, idx, cache):
+    def forward(self, idx, cache, last_only=False):
         cache.length += idx.size(1)
-        return self.table[idx]
+        return self.table[idx[:, -1:] if last_only else idx]
 
 
 def test_beam_search_finds_the_better_sequence_that_greedy_misses():
