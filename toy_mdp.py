@@ -272,19 +272,27 @@ def fmt(m: dict, sign: str = "") -> str:
     return "n/a" if m["mean"] is None else f"{m['mean']:{sign}.3f} ± {m['se']:.3f}"
 
 
+# A difference counts when it exceeds 2 standard errors and this much P(goal): with exact
+# metrics the standard error can be ~0, and a 0.001 difference is not a finding.
+SMALLEST_EFFECT = 0.005
+
+
+def clear(difference: float, se: float) -> int:
+    """+1 or -1 for a clear difference, 0 for none."""
+    margin = max(2 * se, SMALLEST_EFFECT)
+    return 1 if difference > margin else -1 if difference < -margin else 0
+
+
 def verdict(gain: dict) -> str:
-    if gain["mean"] - 2 * gain["se"] > 0:
-        return "helped"
-    return "hurt" if gain["mean"] + 2 * gain["se"] < 0 else "made no clear difference"
+    return {1: "helped", -1: "hurt", 0: "made no clear difference"}[clear(gain["mean"], gain["se"])]
 
 
 def reading(results: dict, cfg: Config) -> list[str]:
-    """Two lines stating what the numbers say, decided from the numbers (2 standard errors)."""
+    """Two lines stating what the numbers say, decided from the numbers."""
     ga, gb = results["concatenation"]["online_gain"], results["recoverable"]["online_gain"]
     diff, se = gb["mean"] - ga["mean"], math.hypot(ga["se"], gb["se"])
-    which = ("recoverable dynamics gained more" if diff > 2 * se else
-             "concatenation dynamics gained more" if diff < -2 * se else
-             "the two dynamics gained alike (within 2 s.e.)")
+    which = {1: "recoverable dynamics gained more", -1: "concatenation dynamics gained more",
+             0: f"the two dynamics gained alike (within 2 s.e. or {SMALLEST_EFFECT})"}[clear(diff, se)]
     sa, sb = (results[name]["stress_online_gain"] for name in DYNAMICS)
     return [f"Online data (lam={cfg.lam:g}, alpha={cfg.alpha:g}) changed P(goal) by {fmt(ga, '+')} "
             f"with concatenation and {fmt(gb, '+')} with recoverable dynamics: {which} "

@@ -60,8 +60,8 @@ def build_parser() -> Parser:
     # model
     a("--block_size", type=int, default=128, help="longest sequence in tokens")
     a("--n_layer", type=int, default=4, help="transformer blocks")
-    a("--n_head", type=int, default=4, help="attention heads")
-    a("--n_embd", type=int, default=128, help="width of the residual stream")
+    a("--n_head", type=int, default=8, help="attention heads")
+    a("--n_embd", type=int, default=256, help="width of the residual stream")
     a("--dropout", type=float, default=0.0, help="dropout probability while training")
     # optimisation
     a("--max_iters", type=int, default=1200, help="total iterations (a resumed run continues to it)")

@@ -156,3 +156,10 @@ def test_bad_flag_from_the_command_line_has_no_traceback():
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "alpha" in proc.stderr and proc.stdout == ""
+
+
+def test_reading_needs_a_clear_difference():
+    assert toy_mdp.clear(0.001, 0.0) == 0          # exact but negligible
+    assert toy_mdp.clear(0.05, 0.03) == 0          # within 2 s.e.
+    assert toy_mdp.clear(0.05, 0.01) == 1 and toy_mdp.clear(-0.05, 0.01) == -1
+    assert toy_mdp.verdict({"mean": -0.1, "se": 0.01}) == "hurt"
