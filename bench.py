@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from iqlearn import iqlearn_loss
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, pick_device, pick_dtype
 
 # Mirrors train.py's defaults (keep in sync): the built-in task's compact vocabulary of 366
 # tokens; its batches are padded to about 73 tokens on average, in a 128 block.
@@ -85,15 +85,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--lam must be a finite number >= 0, got {args.lam}")
     if args.peak_flops is not None and not args.peak_flops > 0:
         p.error(f"--peak_flops must be positive, got {args.peak_flops}")
-    if args.device == "auto":
-        args.device = ("cuda" if torch.cuda.is_available() else
-                       "mps" if torch.backends.mps.is_available() else "cpu")
-    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if not available.get(args.device, True):
-        p.error(f"--device {args.device} is not available here")
-    if args.dtype == "auto":
-        args.dtype = ("float32" if args.device != "cuda" else
-                      "bfloat16" if torch.cuda.is_bf16_supported() else "float16")
+    try:
+        args.device = pick_device(args.device)
+    except ValueError as e:
+        p.error(str(e))
+    args.dtype = str(pick_dtype(args.dtype, args.device)).removeprefix("torch.")
     return args
 
 

@@ -263,6 +263,32 @@ def cut_after_eos(tokens: list[int], eos_id: int | None) -> list[int]:
 
 
 # ----------------------------------------------------------------------------------------------
+# Device and precision
+
+def pick_device(flag: str = "auto") -> str:
+    """cuda, else mps, else cpu; or the device the flag names, if it works here (ValueError if not)."""
+    if flag != "auto":
+        try:
+            torch.empty(0, device=flag)
+        except Exception as e:  # unknown name, no such backend in this build, no such GPU
+            raise ValueError(f"--device {flag} is not usable here ({str(e).splitlines()[0]})") from None
+        return flag
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if torch.backends.mps.is_available() else "cpu"
+
+
+def pick_dtype(flag: str, device: str) -> torch.dtype:
+    """The autocast precision: bf16 on CUDA where supported, else fp16 (which needs a GradScaler);
+    float32 elsewhere; or the one the flag names."""
+    if flag != "auto":
+        return getattr(torch, flag)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+# ----------------------------------------------------------------------------------------------
 # Checkpoints: one file, written atomically, read back with a clear error when it is not one.
 
 class CheckpointError(ValueError):

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from data import IGNORE, DataError, Vocab, extract_answer, is_correct, load_dataset, pair_item
 from iqlearn import implicit_rewards
-from model import GPT, CheckpointError, cut_after_eos, left_pad, load_checkpoint, model_from_checkpoint
+from model import GPT, CheckpointError, cut_after_eos, pick_device, left_pad, load_checkpoint, model_from_checkpoint
 
 
 class Parser(argparse.ArgumentParser):
@@ -65,18 +65,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.eval and args.start is not None:
         p.error("--eval measures the --split problems; it takes no --start")
     return args
-
-
-def pick_device(flag: str) -> str:
-    if flag != "auto":
-        try:
-            torch.empty(0, device=flag)
-        except Exception as e:  # unknown name, no such backend in this build, no such GPU
-            raise DataError(f"--device {flag} is not usable here ({str(e).splitlines()[0]})") from None
-        return flag
-    if torch.cuda.is_available():
-        return "cuda"
-    return "mps" if torch.backends.mps.is_available() else "cpu"
 
 
 def rows_per_batch(model: GPT) -> int:
@@ -417,7 +405,10 @@ def read_prompt(start: str, vocab: Vocab, block_size: int) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    device = pick_device(args.device)
+    try:
+        device = pick_device(args.device)
+    except ValueError as e:
+        raise DataError(str(e)) from None
     checkpoint = load_checkpoint(os.path.join(args.out_dir, "ckpt.pt"))
     model = model_from_checkpoint(checkpoint).to(device).eval()
     vocab = Vocab(checkpoint["vocab"]["gpt2_ids"])

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from data import (IGNORE, Batches, DataError, Dataset, Item, TaskConfig, Vocab, collate, is_correct,
                   load_dataset)
 from iqlearn import iqlearn_loss, iqlearn_online_loss
-from model import GPT, CheckpointError, GPTConfig, load_checkpoint, save_checkpoint
+from model import GPT, CheckpointError, GPTConfig, load_checkpoint, pick_device, pick_dtype, save_checkpoint
 
 
 # ----------------------------------------------------------------------------------------------
@@ -149,38 +149,18 @@ def merge_resumed(saved: dict, config: dict, given: set[str]) -> dict:
 
 def setup_distributed(device_flag: str) -> tuple[int, int, str]:
     """(rank, world size, device). Under torchrun: one process per GPU (NCCL), or gloo on CPU."""
+    try:
+        device = pick_device(device_flag)
+    except ValueError as e:
+        raise DataError(str(e)) from None
     if "RANK" not in os.environ:
-        return 0, 1, pick_device(device_flag)
+        return 0, 1, device
     rank, local_rank, world = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
-    device = pick_device(device_flag)
     if device.startswith("cuda"):
         device = f"cuda:{local_rank}"
         torch.cuda.set_device(device)
     dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
     return rank, world, device
-
-
-def pick_device(flag: str) -> str:
-    if flag != "auto":
-        try:
-            torch.empty(0, device=flag)
-        except Exception as e:  # unknown name, no such backend in this build, no such GPU
-            raise DataError(f"--device {flag} is not usable here ({str(e).splitlines()[0]})") from None
-        return flag
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def pick_dtype(flag: str, device: str) -> torch.dtype:
-    """bf16 autocast on CUDA where supported, else fp16 (with a GradScaler); fp32 elsewhere."""
-    if flag != "auto":
-        return getattr(torch, flag)
-    if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
 
 
 def autocast(device: str, dtype: torch.dtype):
