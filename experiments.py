@@ -37,10 +37,10 @@ def lam_name(lam: float) -> str:
 def plan() -> dict[str, list[tuple[str, list[str]]]]:
     """Every run: group -> [(name, train.py flags)]. Runs that start from another run's checkpoint
     come after it."""
-    common = MODEL + ["--max_iters", str(ITERS), "--eval_interval", "100"]
+    common = MODEL + ["--max_iters", str(ITERS), "--eval_interval", "200"]
     finetune = ["--max_iters", "400", "--eval_interval", "100", "--warmup_iters", "0",
                 "--learning_rate", "5e-4", "--min_lr", "5e-5"]
-    groups = {"sweep": [], "protocol": [], "remedies": [], "small_data": []}
+    groups = {"sweep": [], "protocol": [], "remedies": [], "small_data": [], "online": []}
     for seed in SEEDS:
         s = ["--seed", str(seed)]
         for lam in LAMBDAS:
@@ -59,6 +59,8 @@ def plan() -> dict[str, list[tuple[str, list[str]]]]:
             (f"small_entropy_s{seed}", small + ["--lambda", "0", "--entropy_coef", "0.01"]),
             (f"small_lam0.5_s{seed}", small + ["--lambda", "0.5"]),
         ]
+        groups["online"].append((f"online_mix0.1_s{seed}", common + s + ["--lambda", "0.5", "--mixin", "0.1",
+                                                                         "--sample_every", "4"]))
     return groups
 
 
@@ -92,6 +94,10 @@ def load(name: str) -> dict | None:
     log = [json.loads(line) for line in open(os.path.join("runs", name, "log.jsonl"))]
     result["val_td"] = log[-1]["val_td"]
     result["val_entropy"] = log[-1]["val_entropy"]
+    result["beam_minus_greedy"] = result["accuracy_beam"] - result["accuracy_greedy"]
+    result["beam_minus_sample"] = result["accuracy_beam"] - result["accuracy_sample"]
+    for k in ("update_ms", "sample_ms"):  # per iteration, averaged over the run
+        result[k] = sum(e[k] for e in log) / len(log)
     result["curve"] = {e["iter"]: e.get("accuracy") for e in log}
     result["nll_curve"] = {e["iter"]: e["val_nll"] for e in log}
     return result
@@ -126,7 +132,7 @@ def curve(prefixes: list[tuple[str, str]], key: str = "curve") -> str:
     for label, prefix in prefixes:
         results = [r for r in (load(f"{prefix}_s{seed}") for seed in SEEDS) if r]
         if results:
-            iters = sorted(results[0][key])
+            iters = sorted(set.intersection(*(set(r[key]) for r in results)))
             cells = [mean_se([r[key].get(i) for r in results]).split(" ")[0] for i in iters]
             rows.append((label, iters, cells))
     if not rows:
@@ -150,6 +156,10 @@ def report() -> None:
     print(table([("λ = 0.5 (plain)", "sweep_lam0.5"), ("λ = 0.5, warm-up over half the run", "warmup_lam0.5"),
                  ("λ = 0.1, γ = 0.9", "gamma0.9_lam0.1"), ("MLE", "sweep_lam0")],
                 METRICS + ("val_td",)))
+    print("\n### 4. Beam dependence\n")
+    print(table([("MLE", "sweep_lam0"), ("IQLearn λ = 0.01", "sweep_lam0.01"), ("IQLearn λ = 0.1", "sweep_lam0.1"),
+                 ("IQLearn λ = 0.5", "sweep_lam0.5")],
+                ("accuracy_greedy", "accuracy_sample", "accuracy_beam", "beam_minus_greedy", "beam_minus_sample")))
     print("\n### 5. Small data (500 training problems)\n")
     small = [("MLE", "small_mle"), ("MLE + entropy 0.01", "small_entropy"), ("IQLearn λ = 0.5", "small_lam0.5")]
     print(table(small, METRICS))
@@ -157,6 +167,9 @@ def report() -> None:
     print(curve(small, "nll_curve"))
     print("\nGreedy accuracy over training:\n")
     print(curve(small))
+    print("\n### Online IQLearn (α = 0.1, samples every 4 iterations)\n")
+    print(table([("offline λ = 0.5", "sweep_lam0.5"), ("online λ = 0.5, α = 0.1", "online_mix0.1")],
+                ("accuracy_greedy", "accuracy_sample", "self_bleu", "self_bleu_correct", "update_ms", "sample_ms")))
 
 
 def main() -> None:

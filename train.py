@@ -247,18 +247,17 @@ def evaluate(model: GPT, dataset: Dataset, c: dict, device: str, dtype: torch.dt
     entropy, and greedy accuracy on a fixed set of val problems where answers are checkable."""
     model.eval()
     B = c["batch_size"]
-    sums = {"nll": 0.0, "td": 0.0, "entropy": 0.0}
+    sums = {"loss": 0.0, "nll": 0.0, "td": 0.0, "entropy": 0.0}
     for i in range(c["eval_iters"]):
         items = [dataset.val[(i * B + j) % len(dataset.val)] for j in range(B)]
         x, y, done = to_tensors(collate(items), device)
         with autocast(device, dtype):
             logits = model(x)
-        _, stats = iqlearn_loss(logits, y, gamma=c["gamma"], done=done, ignore_index=IGNORE)
-        stats["entropy"] = policy_entropy(logits, y)
+        loss, stats = iqlearn_loss(logits, y, c["lam"], c["gamma"], done, IGNORE)
+        stats.update(loss=loss, entropy=policy_entropy(logits, y))
         for k in sums:
             sums[k] += float(stats[k]) / c["eval_iters"]
-    result = {"val_nll": sums["nll"], "val_td": sums["td"], "val_loss": sums["nll"] + c["lam"] * sums["td"],
-              "val_entropy": sums["entropy"]}
+    result = {f"val_{k}": v for k, v in sums.items()}
     if dataset.checkable and c["eval_problems"] > 0:
         result["accuracy"] = greedy_accuracy(model, dataset.vocab, dataset.records["val"][:c["eval_problems"]],
                                              device, dtype)
