@@ -46,7 +46,7 @@ def plan() -> dict[str, list[tuple[str, list[str]]]]:
         for lam in LAMBDAS:
             groups["sweep"].append((f"sweep_lam{lam_name(lam)}_s{seed}", common + s + ["--lambda", str(lam)]))
         base = os.path.join("runs", f"sweep_lam0_s{seed}", "ckpt.pt")
-        for lam in (0.0, 0.5):
+        for lam in (0.0, 0.01, 0.1, 0.5):
             groups["protocol"].append((f"finetune_lam{lam_name(lam)}_s{seed}",
                                        finetune + s + ["--init_from", base, "--lambda", str(lam)]))
         groups["remedies"] += [
@@ -127,19 +127,20 @@ def table(rows: list[tuple[str, str]], columns: tuple[str, ...]) -> str:
 
 
 def curve(prefixes: list[tuple[str, str]], key: str = "curve") -> str:
-    """Accuracy (or val nll) over iterations, mean over seeds, as a text table."""
+    """Accuracy (or val nll) over iterations, mean over seeds, as a text table, at the iterations
+    every run logged."""
     rows = []
     for label, prefix in prefixes:
         results = [r for r in (load(f"{prefix}_s{seed}") for seed in SEEDS) if r]
         if results:
-            iters = sorted(set.intersection(*(set(r[key]) for r in results)))
-            cells = [mean_se([r[key].get(i) for r in results]).split(" ")[0] for i in iters]
-            rows.append((label, iters, cells))
+            rows.append((label, results))
     if not rows:
         return ""
-    header = "| iter | " + " | ".join(str(i) for i in rows[0][1]) + " |"
-    lines = [header, "|---" * (len(rows[0][1]) + 1) + "|"]
-    lines += [f"| {label} | " + " | ".join(cells) + " |" for label, _, cells in rows]
+    iters = sorted(set.intersection(*(set(r[key]) for _, results in rows for r in results)))
+    lines = ["| iter | " + " | ".join(str(i) for i in iters) + " |", "|---" * (len(iters) + 1) + "|"]
+    for label, results in rows:
+        cells = [mean_se([r[key][i] for r in results]).split(" ")[0] for i in iters]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -150,7 +151,8 @@ def report() -> None:
     print("\nGreedy accuracy over training (val, 200 problems):\n")
     print(curve(sweep))
     print("\n### 2. The paper's protocol: MLE, then fine-tuning\n")
-    print(table([("MLE, then MLE", "finetune_lam0"), ("MLE, then IQLearn λ = 0.5", "finetune_lam0.5")],
+    print(table([("MLE, then MLE", "finetune_lam0"), ("MLE, then IQLearn λ = 0.01", "finetune_lam0.01"),
+                 ("MLE, then IQLearn λ = 0.1", "finetune_lam0.1"), ("MLE, then IQLearn λ = 0.5", "finetune_lam0.5")],
                 METRICS + ("val_td",)))
     print("\n### 3. Remedies for the from-scratch gap\n")
     print(table([("λ = 0.5 (plain)", "sweep_lam0.5"), ("λ = 0.5, warm-up over half the run", "warmup_lam0.5"),
