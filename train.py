@@ -45,7 +45,6 @@ def build_parser() -> Parser:
                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
     a("--lambda", dest="lam", type=float, default=0.5, help="weight of the TD regulariser; 0 = MLE")
-    a("--lambda_warmup", type=int, default=0, help="ramp lambda linearly from 0 over this many iterations")
     a("--gamma", type=float, default=1.0, help="discount in r_t = Q(s_t,a_t) - gamma V(s_t+1)")
     a("--entropy_coef", type=float, default=0.0, help="subtract this times the mean policy entropy")
     a("--mixin", type=float, default=0.0, help="online IQLearn: weight alpha of self-generated data; 0 = offline")
@@ -117,7 +116,7 @@ def check_config(c: dict) -> None:
               "eval_interval", "eval_iters", "task_train", "sample_every"):
         if c[k] < 1:
             raise DataError(f"--{k} must be >= 1, got {c[k]}")
-    for k in ("lambda_warmup", "warmup_iters", "eval_problems"):
+    for k in ("warmup_iters", "eval_problems"):
         if c[k] < 0:
             raise DataError(f"--{k} must be >= 0, got {c[k]}")
     if c["n_embd"] % c["n_head"]:
@@ -180,16 +179,8 @@ def policy_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return entropy[targets != IGNORE].mean()
 
 
-def lambda_at(it: int, c: dict) -> float:
-    """The TD weight at iteration it: ramped linearly from 0 over lambda_warmup iterations, so the
-    model first learns the policy (MLE) and then the consistency of its values."""
-    if it >= c["lambda_warmup"]:
-        return c["lam"]
-    return c["lam"] * it / c["lambda_warmup"]
-
-
-def training_loss(model, expert: list[Item], policy: list[Item] | None, c: dict, lam: float,
-                  device: str, dtype: torch.dtype) -> tuple[torch.Tensor, dict, int]:
+def training_loss(model, expert: list[Item], policy: list[Item] | None, c: dict, device: str,
+                  dtype: torch.dtype) -> tuple[torch.Tensor, dict, int]:
     """The loss of one micro-batch: offline IQLearn on the expert rows, or, with policy rows, the
     online objective (iqlearn_online_loss). Expert and policy rows share one forward pass."""
     x, y, done = to_tensors(collate(expert + (policy or [])), device)
@@ -197,10 +188,10 @@ def training_loss(model, expert: list[Item], policy: list[Item] | None, c: dict,
         logits = model(x)
     B = len(expert)
     if policy:
-        loss, stats = iqlearn_online_loss(logits[:B], y[:B], logits[B:], y[B:], c["mixin"], lam,
+        loss, stats = iqlearn_online_loss(logits[:B], y[:B], logits[B:], y[B:], c["mixin"], c["lam"],
                                           c["gamma"], done[:B], done[B:], IGNORE)
     else:
-        loss, stats = iqlearn_loss(logits, y, lam, c["gamma"], done, IGNORE)
+        loss, stats = iqlearn_loss(logits, y, c["lam"], c["gamma"], done, IGNORE)
     if c["entropy_coef"] > 0:
         entropy = policy_entropy(logits[:B], y[:B])
         loss = loss - c["entropy_coef"] * entropy
@@ -427,8 +418,7 @@ def train(argv: list[str] | None = None) -> int:
         for micro, expert in enumerate(experts):
             sync = world == 1 or micro == c["grad_accum"] - 1  # DDP all-reduces on the last micro-step
             with contextlib.nullcontext() if sync else model.no_sync():
-                loss, stats, n = training_loss(model, expert, policy and policy[micro], c, lambda_at(it, c),
-                                               device, dtype)
+                loss, stats, n = training_loss(model, expert, policy and policy[micro], c, device, dtype)
                 scaler.scale(loss / c["grad_accum"]).backward()
             n_tokens += n
             loss_sum += loss.detach() / c["grad_accum"]

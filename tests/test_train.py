@@ -179,7 +179,6 @@ def _bad_files(tmp_path):
     (["--mixin", "1.5"], "--mixin"),
     (["--mixin", "-0.1"], "--mixin"),
     (["--sample_every", "0"], "--sample_every"),
-    (["--lambda_warmup", "-5"], "--lambda_warmup"),
     (["--device", "nonsense"], "--device"),
     (["--lambda", "abc"], "invalid float"),
     (["--resume", "--out_dir", "{tmp}/nothing_here"], "no checkpoint"),
@@ -223,12 +222,6 @@ def test_help_shows_every_flag_with_its_default():
     flags = [a for a in parser._actions if a.dest != "help"]
     assert text.count("(default:") == len(flags)
     assert train.parse_config(["--lambda=0.25"])[0]["lam"] == train.parse_config(["--lambda", "0.25"])[0]["lam"] == 0.25
-
-
-def test_lambda_warmup_ramps_from_zero():
-    c = {"lam": 0.5, "lambda_warmup": 100}
-    assert [train.lambda_at(it, c) for it in (0, 50, 100, 500)] == [0.0, 0.25, 0.5, 0.5]
-    assert train.lambda_at(0, {"lam": 0.5, "lambda_warmup": 0}) == 0.5
 
 
 def test_lr_schedule_warms_up_then_decays_to_min_lr():
