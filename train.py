@@ -134,13 +134,22 @@ def data_spec(c: dict) -> dict:
             "task": dataclasses.asdict(task)}
 
 
-def merge_resumed(saved: dict, config: dict, given: set[str]) -> dict:
+# What --resume needs beyond any checkpoint's weights and configuration.
+RESUME_KEYS = ("optimizer", "scaler", "data_position", "rng", "best_val_loss", "policy_batches")
+
+
+def merge_resumed(checkpoint: dict, config: dict, given: set[str]) -> dict:
     """A resumed run keeps its checkpoint's configuration, except flags given now. Those that
-    would change the model or its data must agree with the checkpoint."""
+    would change the model or its data must agree with the checkpoint. (Flags the checkpoint
+    predates take their defaults.)"""
+    missing = [k for k in RESUME_KEYS if k not in checkpoint]
+    if missing:
+        raise CheckpointError(f"the checkpoint cannot be resumed (it has no {', '.join(missing)})")
+    saved = {k: v for k, v in checkpoint["config"].items() if k in config}
     for k in SHAPE_FLAGS:
-        if k in given and config[k] != saved[k]:
-            raise DataError(f"--{k} {config[k]} does not fit the checkpoint ({saved[k]})")
-    return {**saved, **{k: config[k] for k in given}}
+        if k in given and config[k] != saved.get(k):
+            raise DataError(f"--{k} {config[k]} does not fit the checkpoint ({saved.get(k)})")
+    return {**config, **saved, **{k: config[k] for k in given}}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -320,7 +329,7 @@ def train(argv: list[str] | None = None) -> int:
     resumed = source = None
     if config["resume"]:
         resumed = load_checkpoint(ckpt_path)
-        config = merge_resumed(resumed["config"], config, given)
+        config = merge_resumed(resumed, config, given)
         check_config(config)
         source = resumed
     elif os.path.exists(ckpt_path):

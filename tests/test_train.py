@@ -1,5 +1,6 @@
 """train.py end to end on tiny configurations: learning, exact resume, DDP, and bad input."""
 
+import io
 import json
 import os
 import signal
@@ -195,8 +196,18 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys, args, message):
     assert not (tmp_path / "out" / "ckpt.pt").exists()
 
 
+def _without_optimizer(good: bytes) -> bytes:
+    buffer = io.BytesIO(good)
+    checkpoint = torch.load(buffer, weights_only=True)
+    del checkpoint["optimizer"]
+    out = io.BytesIO()
+    torch.save(checkpoint, out)
+    return out.getvalue()
+
+
 @pytest.mark.parametrize("damage,args,message", [
     ("random", ["--resume"], "not a readable checkpoint"),
+    ("no_optimizer", ["--resume"], "cannot be resumed (it has no optimizer)"),
     ("truncate", ["--resume"], "not a readable checkpoint"),
     (None, ["--resume", "--n_layer", "3"], "does not fit"),
     (None, ["--resume", "--task_steps", "4"], "does not fit"),
@@ -207,7 +218,8 @@ def test_bad_checkpoint_or_config_leaves_the_checkpoint_alone(existing_run, tmp_
     out = tmp_path / "out"
     out.mkdir()
     good = (existing_run / "out" / "ckpt.pt").read_bytes()
-    content = {"random": os.urandom(5000), "truncate": good[:len(good) // 2], None: good}[damage]
+    content = {"random": lambda: os.urandom(5000), "truncate": lambda: good[:len(good) // 2],
+               "no_optimizer": lambda: _without_optimizer(good), None: lambda: good}[damage]()
     (out / "ckpt.pt").write_bytes(content)
     code = train.main([*TINY, "--out_dir", str(out), *(a.format(tmp=tmp_path) for a in args)])
     err = capsys.readouterr().err
