@@ -9,17 +9,22 @@ logits are a soft Q-function, Q(s_t, .) = logits[t], which fixes everything else
     log pi(a|s) = Q(s, a) - V(s)                              the policy is softmax(Q)
     r_t        = Q(s_t, a_t) - gamma * V(s_{t+1})              implicit reward (V = 0 after EOS)
 
-IQLearn (Garg et al. 2021) with the chi^2 regulariser picks Q by maximising, over expert data E,
+IQLearn (Garg et al. 2021) with the chi^2 regulariser picks Q by maximising, over expert data E
+(E_E: the expert's normalised discounted occupancy, weights proportional to gamma^t),
 
     E_E[Q(s,a) - gamma V(s')] - (1 - gamma) E_rho0[V(s0)] - lam * E_E[r^2].
 
 Offline, the initial-state term telescopes along each expert trajectory s0, s1, ..., sT:
-(1 - gamma) E_rho0[V(s0)] = E_E[V(s) - gamma V(s')] (every V(s_t) with t > 0 appears once with + and
-once with -gamma and cancels). Substituting, the gamma V(s') terms cancel transition by transition:
+sum_t gamma^t (V(s_t) - gamma V(s_{t+1})) = V(s0), since each V(s_t) with t > 0 appears once with
++gamma^t and once with -gamma^t, and V = 0 after the end. Normalised like the occupancy, that is
+(1 - gamma) E_rho0[V(s0)] = E_E[V(s) - gamma V(s')]. Substituting, the gamma V(s') terms cancel
+transition by transition:
 
     J = E_E[Q(s,a) - V(s)] - lam * E_E[r^2] = E_E[log pi(a|s)] - lam * E_E[(Q(s,a) - gamma V(s'))^2]
 
-so the loss to minimise is  nll + lam * td.  lam = 0 is plain cross-entropy (MLE); lam > 0 adds a
+so the loss to minimise is  nll + lam * td.  This form no longer depends on how transitions are
+weighted; the code averages tokens uniformly, as cross-entropy does (a choice: the substitution
+above is exact under the gamma^t weights). lam = 0 is plain cross-entropy (MLE); lam > 0 adds a
 penalty that ties each state's value to the next one's, which MLE leaves free (shifting all of a
 state's logits by a constant changes no probability, but it does change r).
 """
