@@ -58,8 +58,11 @@ def plan() -> dict[str, list[tuple[str, list[str]]]]:
             (f"small_entropy_s{seed}", small + ["--lambda", "0", "--entropy_coef", "0.01"]),
             (f"small_lam0.5_s{seed}", small + ["--lambda", "0.5"]),
         ]
-        groups["online"].append((f"online_mix0.1_s{seed}", common + s + ["--lambda", "0.5", "--mixin", "0.1",
-                                                                         "--sample_every", "4"]))
+        online = ["--mixin", "0.1", "--sample_every", "4"]
+        groups["online"] += [
+            (f"online_mix0.1_s{seed}", common + s + ["--lambda", "0.5"] + online),
+            (f"online_gamma0.9_lam0.1_s{seed}", common + s + ["--lambda", "0.1", "--gamma", "0.9"] + online),
+        ]
     return groups
 
 
@@ -168,7 +171,9 @@ def report() -> None:
     print("\nGreedy accuracy over training:\n")
     print(curve(small))
     print("\n### Online IQLearn (α = 0.1, samples every 4 iterations)\n")
-    print(table([("offline λ = 0.5", "sweep_lam0.5"), ("online λ = 0.5, α = 0.1", "online_mix0.1")],
+    print(table([("offline λ = 0.5", "sweep_lam0.5"), ("online λ = 0.5, α = 0.1", "online_mix0.1"),
+                 ("offline λ = 0.1, γ = 0.9", "gamma0.9_lam0.1"),
+                 ("online λ = 0.1, γ = 0.9, α = 0.1", "online_gamma0.9_lam0.1")],
                 ("accuracy_greedy", "accuracy_sample", "self_bleu", "self_bleu_correct", "update_ms", "sample_ms")))
 
 

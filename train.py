@@ -382,6 +382,11 @@ def train(argv: list[str] | None = None) -> int:
               f"params, vocab {dataset.vocab.size}, {len(dataset.train)} train / {len(dataset.val)} val "
               f"examples ({dataset.n_dropped} too long, dropped), device {device}, {str(dtype)[6:]}, "
               f"lambda {c['lam']}, {world} process(es)")
+        if c["mixin"] > 0 and c["gamma"] == 1:
+            # Over a finished episode, sum_t (V(s_t) - V(s_t+1)) = V(s0) for expert and policy
+            # alike (same prompt), so at gamma = 1 the online value term all but cancels.
+            print("note: with --gamma 1 the online value term nearly cancels (both sides sum to "
+                  "V(s0)); use --gamma < 1, e.g. 0.9, for its signal", file=sys.stderr)
 
     def save():
         if master:
