@@ -404,8 +404,12 @@ class Dataset:
     @property
     def checkable(self) -> bool:
         """Whether val answers end in '#### N', so accuracy can be measured."""
-        val = self.records.get("val", [])
-        return bool(val) and all(extract_answer(r["response"]) is not None for r in val)
+        return answers_checkable(self.records.get("val", []))
+
+
+def answers_checkable(records: list[dict]) -> bool:
+    """Whether every response ends in '#### N' (and there is one), so accuracy can be measured."""
+    return bool(records) and all(extract_answer(r["response"]) is not None for r in records)
 
 
 def pair_item(vocab: Vocab, prompt: str, response: str) -> Item:
@@ -440,28 +444,40 @@ def _held_out(records: list, share: int = 20) -> tuple[list, list]:
     return [records[i] for i in sorted(order[n_val:])], [records[i] for i in sorted(order[:n_val])]
 
 
-def load_dataset(spec: dict, block_size: int, vocab: Vocab | None = None) -> Dataset:
-    """Build the dataset a run trains on. spec: {"data": path or None (built-in task),
-    "val_data": path or None, "task": TaskConfig fields, "full_vocab": bool}. The vocabulary is
-    built from the data unless given (a checkpoint's vocabulary, when sampling or resuming)."""
+def load_records(spec: dict) -> dict[str, list[dict]] | None:
+    """The {"prompt", "response"} records of each split of pairs data (the built-in task or JSONL),
+    or None for running text. spec: {"data": path or None (built-in task), "val_data": path or
+    None, "task": TaskConfig fields, "full_vocab": bool}."""
     data, val_data = spec.get("data"), spec.get("val_data")
     if data is not None and data.endswith(".txt"):
-        return _load_text(data, val_data, block_size, spec.get("full_vocab", False), vocab)
+        return None
     if data is None:
-        records = {k: [as_pair(p) for p in v] for k, v in builtin_task(TaskConfig(**spec["task"])).items()}
-    elif data.endswith(".jsonl"):
+        return {k: [as_pair(p) for p in v] for k, v in builtin_task(TaskConfig(**spec["task"])).items()}
+    if data.endswith(".jsonl"):
         train = read_jsonl(data)
-        records = dict(zip(("train", "val"), (train, read_jsonl(val_data)) if val_data else _held_out(train)))
-    else:
-        raise DataError(f"--data must be a .jsonl or .txt file, got {data}")
+        return dict(zip(("train", "val"), (train, read_jsonl(val_data)) if val_data else _held_out(train)))
+    raise DataError(f"--data must be a .jsonl or .txt file, got {data}")
+
+
+def fitting_pairs(vocab: Vocab, records: list[dict], block_size: int) -> list[tuple[dict, Item]]:
+    """(record, item) for the records whose prompt + response + EOS fit in block_size + 1 tokens."""
+    pairs = ((r, pair_item(vocab, r["prompt"], r["response"])) for r in records)
+    return [(r, it) for r, it in pairs if len(it.tokens) <= block_size + 1]
+
+
+def load_dataset(spec: dict, block_size: int, vocab: Vocab | None = None) -> Dataset:
+    """Build the dataset a run trains on (spec as for load_records). The vocabulary is built from
+    the data unless given (a checkpoint's vocabulary, when resuming or fine-tuning)."""
+    records = load_records(spec)
+    if records is None:
+        return _load_text(spec["data"], spec.get("val_data"), block_size, spec.get("full_vocab", False), vocab)
     if vocab is None:
         vocab = _vocab_for([r[part] for split in records.values() for r in split for part in ("prompt", "response")],
                            spec.get("full_vocab", False))
     items, dropped = {}, 0
     for split in ("train", "val"):
-        all_items = [pair_item(vocab, r["prompt"], r["response"]) for r in records[split]]
-        items[split] = [it for it in all_items if len(it.tokens) <= block_size + 1]
-        dropped += len(all_items) - len(items[split])
+        items[split] = [it for _, it in fitting_pairs(vocab, records[split], block_size)]
+        dropped += len(records[split]) - len(items[split])
         if not items[split]:
             raise DataError(f"no {split} example fits in block_size={block_size} tokens; "
                             "raise --block_size")

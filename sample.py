@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from data import IGNORE, DataError, Vocab, extract_answer, is_correct, load_dataset, pair_item
+from data import (IGNORE, DataError, Vocab, answers_checkable, extract_answer, fitting_pairs, is_correct,
+                  load_dataset, load_records)
 from iqlearn import implicit_rewards
 from model import GPT, CheckpointError, cut_after_eos, pick_device, left_pad, load_checkpoint, model_from_checkpoint
 
@@ -265,24 +266,22 @@ def load_problems(checkpoint: dict, vocab: Vocab, split: str, limit: int, block_
     checkable ('#### N'). Text data has no prompts: its val windows are cut after a quarter."""
     if "data_spec" not in checkpoint:
         raise CheckpointError("this checkpoint does not say what data it was trained on; pass --start")
-    dataset = load_dataset(checkpoint["data_spec"], block_size, vocab)
-    if dataset.kind == "text":
+    records = load_records(checkpoint["data_spec"])
+    if records is None:  # running text
         if split != "val":
             raise DataError("text data has only a val split")
         cut = max(1, block_size // 4)
+        windows = load_dataset(checkpoint["data_spec"], block_size, vocab).val[:limit]
         return [Problem(it.tokens[:cut].tolist(), it.tokens[cut:].tolist(), vocab.decode(it.tokens[cut:].tolist()))
-                for it in dataset.val[:limit]], False
-    if split not in dataset.records:
+                for it in windows], False
+    if split not in records:
         raise DataError(f"this checkpoint's data has no {split} split")
-    problems = []
-    for record in dataset.records[split]:
-        item = pair_item(vocab, record["prompt"], record["response"])
-        if len(item.tokens) <= block_size + 1 and len(problems) < limit:
-            tokens = item.tokens.tolist()
-            problems.append(Problem(tokens[:item.n_prompt], tokens[item.n_prompt:], record["response"]))
-    if not problems:
+    fitting = fitting_pairs(vocab, records[split], block_size)[:limit]
+    if not fitting:
         raise DataError(f"no {split} problem fits in block_size={block_size} tokens")
-    return problems, all(extract_answer(p.reference) is not None for p in problems)
+    problems = [Problem(it.tokens[:it.n_prompt].tolist(), it.tokens[it.n_prompt:].tolist(), r["response"])
+                for r, it in fitting]
+    return problems, answers_checkable([r for r, _ in fitting])
 
 
 def text_of(vocab: Vocab, tokens: list[int]) -> str:
