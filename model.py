@@ -5,6 +5,13 @@ tied input/output embeddings). Its logits at position t are read as Q(s_t, .), t
 of every next token given the prefix s_t; the loss that gives them that meaning lives in
 iqlearn.py, so the model returns logits and nothing else.
 
+A value head (optional, `GPTConfig.value_head`): the paper writes the objective in (pi, v) form,
+Q(s, a) = v(s) + log pi(a|s). Read as logits, Q ties each state's value to the scale of its
+logits, so IQLearn can move V(s) only by bending the policy. The head adds a learned scalar per
+state, Q(s, .) = lm_head(h) + v(h) * 1: softmax ignores it (the policy, sampling and cross-entropy
+are unchanged), while V(s) = logsumexp Q(s, .) shifts by v(h), so the TD term can fix the values
+through v instead of the logits.
+
 Incremental decoding: pass a `KVCache` to `forward` and the model appends the new positions' keys
 and values to it, so generating n tokens costs n short forward passes instead of n full ones.
 Prompts of different lengths are left-padded; the cache records how many pad tokens each row has,
@@ -29,6 +36,7 @@ class GPTConfig:
     n_embd: int
     dropout: float = 0.0
     bias: bool = False
+    value_head: bool = False  # Q(s, .) = lm_head(h) + v(h): a per-state offset (module docstring)
 
 
 class LayerKV:
@@ -140,6 +148,13 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        # Created last and zeroed: a model with the head starts as the same function as one without
+        # (same seed, same other weights). At lam = 0 its gradient is zero too: it adds the same
+        # v(h) to every logit of a state, and cross-entropy's gradient softmax - onehot sums to 0.
+        self.value_head = nn.Linear(config.n_embd, 1) if config.value_head else None
+        if self.value_head is not None:
+            nn.init.zeros_(self.value_head.weight)
+            nn.init.zeros_(self.value_head.bias)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -181,7 +196,11 @@ class GPT(nn.Module):
             cache.length += T
         if last_only:
             x = x[:, -1:]
-        return self.lm_head(self.ln_f(x))
+        h = self.ln_f(x)
+        logits = self.lm_head(h)
+        if self.value_head is not None:
+            logits = logits + self.value_head(h)  # [B, T, 1] broadcast: the same v(s_t) for every token
+        return logits
 
     @staticmethod
     def _cached_positions_and_mask(slots: torch.Tensor, n_pad: torch.Tensor):
@@ -323,3 +342,13 @@ def model_from_checkpoint(checkpoint: dict) -> GPT:
     model = GPT(GPTConfig(**checkpoint["model_args"]))
     model.load_state_dict(checkpoint["model"])
     return model
+
+
+def load_weights(model: GPT, state: dict) -> None:
+    """Load a checkpoint's weights into `model`. A model with a value head accepts weights that
+    have none (a checkpoint from before the head, or an MLE run): the head keeps its zero init."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("value_head.")]
+    if missing or unexpected:
+        raise CheckpointError(f"the checkpoint's weights do not fit this model (missing "
+                              f"{', '.join(missing) or 'none'}; unexpected {', '.join(unexpected) or 'none'})")

@@ -29,7 +29,8 @@ from tqdm import tqdm
 from data import (IGNORE, Batches, DataError, Dataset, Item, TaskConfig, Vocab, collate, is_correct,
                   load_dataset)
 from iqlearn import iqlearn_loss, iqlearn_online_loss
-from model import GPT, CheckpointError, GPTConfig, load_checkpoint, pick_device, pick_dtype, save_checkpoint
+from model import (GPT, CheckpointError, GPTConfig, load_checkpoint, load_weights, pick_device, pick_dtype,
+                   save_checkpoint)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -62,6 +63,8 @@ def build_parser() -> Parser:
     a("--n_head", type=int, default=8, help="attention heads")
     a("--n_embd", type=int, default=256, help="width of the residual stream")
     a("--dropout", type=float, default=0.0, help="dropout probability while training")
+    a("--value_head", action="store_true",
+      help="add a scalar value head: Q = logits + v(h), so the TD term need not bend the policy")
     # optimisation
     a("--max_iters", type=int, default=1200, help="total iterations (a resumed run continues to it)")
     a("--lr_decay_iters", type=int, default=None, help="length of the cosine schedule; default max_iters")
@@ -90,7 +93,7 @@ def build_parser() -> Parser:
 
 # Flags that fix the model or its vocabulary: a resumed run must keep them.
 MODEL_FLAGS = ("block_size", "n_layer", "n_head", "n_embd")
-SHAPE_FLAGS = MODEL_FLAGS + ("data", "val_data", "full_vocab", "task_steps", "task_max_value", "task_train")
+SHAPE_FLAGS = MODEL_FLAGS + ("value_head", "data", "val_data", "full_vocab", "task_steps", "task_max_value", "task_train")
 
 
 def parse_config(argv: list[str] | None) -> tuple[dict, set[str]]:
@@ -342,6 +345,8 @@ def train(argv: list[str] | None = None) -> int:
                 raise DataError(f"--{k} {config[k]} does not fit {config['init_from']} "
                                 f"({source['model_args'][k]})")
             config[k] = source["model_args"][k]
+        # A head can be added to a source without one (it starts at zero); a source's head stays.
+        config["value_head"] = config["value_head"] or source["model_args"].get("value_head", False)
     c = config
     dtype = pick_dtype(c["dtype"], device)
     torch.manual_seed(c["seed"])
@@ -351,9 +356,10 @@ def train(argv: list[str] | None = None) -> int:
     vocab = Vocab(source["vocab"]["gpt2_ids"]) if source else None
     dataset = load_dataset(data_spec(c), c["block_size"], vocab)
     model = GPT(GPTConfig(vocab_size=dataset.vocab.size, block_size=c["block_size"], n_layer=c["n_layer"],
-                          n_head=c["n_head"], n_embd=c["n_embd"], dropout=c["dropout"]))
+                          n_head=c["n_head"], n_embd=c["n_embd"], dropout=c["dropout"],
+                          value_head=c["value_head"]))
     if source:
-        model.load_state_dict(source["model"])
+        load_weights(model, source["model"])
     model.to(device)
     optimizer = model.configure_optimizer(c["weight_decay"], c["learning_rate"])
     scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == torch.float16)

@@ -112,3 +112,57 @@ def test_cache_reorder_follows_rows_like_a_fresh_run():
     step = model(idx[rows, 5:6], cache)
     torch.testing.assert_close(step, model(idx[rows])[:, 5:6], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(model(idx, last_only=True), model(idx)[:, -1:])
+
+
+# --- the value head: Q(s, .) = lm_head(h) + v(h) ---------------------------------------------------
+
+def with_head_set(model: GPT) -> GPT:
+    """A head model whose head is not zero, so a test sees what the head does."""
+    torch.manual_seed(1)
+    torch.nn.init.normal_(model.value_head.weight, std=1.0)
+    torch.nn.init.normal_(model.value_head.bias, std=1.0)
+    return model
+
+
+def test_value_head_starts_at_zero_and_shifts_every_logit_of_a_state_alike():
+    plain, headed = tiny(), tiny(value_head=True)
+    idx = torch.randint(0, 37, (2, 9))
+    torch.testing.assert_close(headed(idx), plain(idx), atol=0, rtol=0)  # zero-initialised
+    with_head_set(headed)
+    shift = headed(idx) - plain(idx)  # v(s_t) at every position, the same for every token
+    assert shift.abs().min() > 1e-3
+    torch.testing.assert_close(shift, shift[..., :1].expand_as(shift), atol=1e-5, rtol=0)
+    torch.testing.assert_close(headed(idx).softmax(-1), plain(idx).softmax(-1), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(headed(idx, last_only=True), headed(idx)[:, -1:], atol=1e-6, rtol=1e-6)
+
+
+def test_value_head_gets_no_gradient_from_mle_and_a_gradient_from_td():
+    from iqlearn import iqlearn_loss
+    model = with_head_set(tiny(value_head=True))
+    idx = torch.randint(0, 37, (3, 10))
+    targets = torch.randint(0, 37, (3, 10))
+
+    def head_and_body_grads(lam):
+        model.zero_grad()
+        iqlearn_loss(model(idx), targets, lam=lam)[0].backward()
+        return model.value_head.weight.grad.abs().max(), model.wte.weight.grad.abs().max()
+
+    head, body = head_and_body_grads(0.0)
+    assert body > 1e-3 and head < 1e-6 * body  # zero up to rounding: softmax - onehot sums to 0
+    head, body = head_and_body_grads(0.5)
+    assert head > 1e-3
+
+
+def test_weights_without_a_head_load_into_a_model_with_one():
+    from model import CheckpointError, load_weights
+    plain, headed = tiny(), tiny(value_head=True)
+    with torch.no_grad():
+        headed.value_head.bias.fill_(3.0)
+        for p in plain.parameters():
+            p.add_(0.5)
+    load_weights(headed, plain.state_dict())
+    assert headed.value_head.bias.item() == 3.0  # a head the weights do not have keeps its value
+    idx = torch.randint(0, 37, (2, 5))
+    torch.testing.assert_close(headed(idx) - 3.0, plain(idx), atol=1e-5, rtol=0)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_weights(tiny(), headed.state_dict())  # the reverse drops a trained head: refused

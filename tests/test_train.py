@@ -243,3 +243,24 @@ def test_lr_schedule_warms_up_then_decays_to_min_lr():
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
     assert lrs[110] == lrs[199] == 0.1
     assert abs(lrs[60] - 0.55) < 1e-9  # half-way down the cosine
+
+
+def test_value_head_travels_in_the_checkpoint_and_can_be_added_by_init_from(tmp_path, capsys):
+    import sample
+    assert run(tmp_path, "--max_iters", 2, "--lambda", 0, "--eval_interval", 100, out="mle") == 0
+    source = str(tmp_path / "mle" / "ckpt.pt")
+    assert run(tmp_path, "--max_iters", 2, "--init_from", source, "--value_head", "--eval_interval", 100,
+               "--lr_decay_iters", 4, out="ft") == 0
+    ckpt = torch.load(tmp_path / "ft" / "ckpt.pt", weights_only=True)
+    assert ckpt["model_args"]["value_head"] and "value_head.weight" in ckpt["model"]
+    assert ckpt["model"]["value_head.bias"].abs().item() > 0  # lambda 0.5 trained it
+    for k, v in weights(source).items():  # everything else came from the source, then trained
+        assert v.shape == ckpt["model"][k].shape
+    assert train.main(["--resume", "--max_iters", "4", "--out_dir", str(tmp_path / "ft")]) == 0
+    resumed = torch.load(tmp_path / "ft" / "ckpt.pt", weights_only=True)
+    assert resumed["iter_num"] == 4 and resumed["model_args"]["value_head"]
+    assert not torch.equal(resumed["model"]["value_head.bias"], ckpt["model"]["value_head.bias"])
+    capsys.readouterr()
+    assert sample.main(["--out_dir", str(tmp_path / "ft"), "--eval", "--json", "--num_problems", "2",
+                        "--num_samples", "2", "--max_new_tokens", "8"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_problems"] == 2
