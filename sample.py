@@ -42,22 +42,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     a("--start", default=None, help="prompt text, or FILE:path; default: problems of the val split")
     a("--num_samples", type=int, default=5, help="samples to print; with --eval, samples per problem")
     a("--max_new_tokens", type=int, default=256, help="at most this many (and never past block_size)")
-    a("--temperature", type=float, default=1.0, help="0 = greedy")
+    a("--temperature", type=temperatures, default=[1.0],
+      help="0 = greedy; with --eval a comma-separated grid, e.g. 0.5,0.7,1.0,1.3 (one row each)")
     a("--top_k", type=int, default=None, help="sample from the k most likely tokens only")
     a("--beam", type=int, default=None, help="beam search of this width (1 = greedy); --eval: default 4")
     a("--seed", type=int, default=1337, help="of the sampling generator")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--eval", action="store_true", help="measure accuracy, diversity, nll, rewards")
     mode.add_argument("--rewards", action="store_true", help="show one sample's r_t and V(s_t) per token")
-    a("--json", action="store_true", help="with --eval: print one JSON object")
+    a("--json", action="store_true",
+      help="with --eval: JSON Lines, one object per temperature (greedy, beam and nll repeated in each)")
     a("--split", default="val", choices=["val", "test"], help="whose problems, when there is no --start")
     a("--num_problems", type=int, default=200, help="--eval: at most this many problems")
     a("--device", default="auto", help="auto (cuda, mps, cpu) or a torch device")
     args = p.parse_args(argv)
     if args.beam is not None and args.beam < 1:
         p.error(f"--beam must be >= 1, got {args.beam}")
-    if not args.temperature >= 0 or math.isinf(args.temperature):
-        p.error(f"--temperature must be a finite number >= 0, got {args.temperature}")
+    if len(args.temperature) > 1 and not args.eval:
+        p.error("a grid of temperatures goes with --eval")
     for flag in ("num_samples", "max_new_tokens", "num_problems", "top_k"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             p.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
@@ -66,6 +68,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.eval and args.start is not None:
         p.error("--eval measures the --split problems; it takes no --start")
     return args
+
+
+def temperatures(text: str) -> list[float]:
+    """--temperature's value: one number, or a comma-separated grid; each finite and >= 0."""
+    try:
+        values = [float(t) for t in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or a comma-separated list: {text!r}") from None
+    if not all(math.isfinite(t) and t >= 0 for t in values):
+        raise argparse.ArgumentTypeError(f"must be finite numbers >= 0, got {text}")
+    return values
 
 
 def rows_per_batch(model: GPT) -> int:
@@ -250,6 +263,16 @@ def spearman(x: list[float], y: list[float]) -> float | None:
     return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else None
 
 
+def within_problem_spearman(returns: list[list[float]], correct: list[list[bool]]) -> tuple[float | None, int]:
+    """Mean over problems of the Spearman correlation between each sample's return R and its
+    correctness, and over how many problems. Pooling every problem's samples (reward_spearman)
+    mixes in each prompt's own constant V(s_0); within one problem it cancels. A problem counts
+    where its samples are neither all correct nor all wrong and their returns are not all equal."""
+    per_problem = [spearman(r, [float(ok) for ok in c]) for r, c in zip(returns, correct)]
+    defined = [rho for rho in per_problem if rho is not None]
+    return (sum(defined) / len(defined) if defined else None), len(defined)
+
+
 # ----------------------------------------------------------------------------------------------
 # Problems and evaluation
 
@@ -292,58 +315,87 @@ def correct(vocab: Vocab, tokens: list[int], problem: Problem) -> bool:
     return is_correct(text_of(vocab, tokens), problem.reference)
 
 
+def accuracy(vocab: Vocab, outputs: list[list[int]], problems: list[Problem]) -> float:
+    return sum(correct(vocab, o, p) for o, p in zip(outputs, problems)) / len(problems)
+
+
 def evaluate(model: GPT, vocab: Vocab, problems: list[Problem], checkable: bool, args: argparse.Namespace,
-             gamma: float, generator: torch.Generator) -> dict:
-    """The paper's measurements on `problems`: accuracy (greedy, sampled, beam), diversity of the
-    sampled answers (Self-BLEU, also among correct answers only, and distinct-2), val nll, and the
-    rank correlation of each sample's extracted return R = sum_t r_t with its correctness."""
-    began, S, eos = time.time(), args.num_samples, vocab.eos
-    prompts = [p.prompt for p in problems]
+             gamma: float, device: str) -> list[dict]:
+    """The paper's measurements on `problems`, one row per sampling temperature: accuracy (greedy
+    and beam, the same in every row; sampled), diversity of the samples (Self-BLEU, also among
+    correct ones only, and distinct-2), val nll, and how each sample's extracted return
+    R = sum_t r_t ranks its correctness. Each temperature's samples are drawn from a generator
+    seeded afresh with --seed, so a row equals a single-temperature call's."""
+    began, eos, prompts = time.time(), vocab.eos, [p.prompt for p in problems]
+    references = score(model, prompts, [p.response for p in problems], gamma, eos)
+    shared = {  # None (n/a) where answers are not checkable
+        "accuracy_greedy": accuracy(vocab, generate(model, prompts, args.max_new_tokens, 0.0, None, eos),
+                                    problems) if checkable else None,
+        "accuracy_beam": accuracy(vocab, beam_search_all(model, prompts, args.beam, args.max_new_tokens, eos),
+                                  problems) if checkable else None,
+        "nll": -sum(sum(s.logp) for s in references) / sum(len(s.logp) for s in references),
+        "num_problems": len(problems), "num_samples": args.num_samples, "top_k": args.top_k,
+        "beam": args.beam, "split": args.split}
+    rows = []
+    for temperature in args.temperature:
+        generator = torch.Generator(device).manual_seed(args.seed)
+        rows.append({**shared, "temperature": temperature,
+                     **sampled(model, vocab, problems, checkable, args, temperature, gamma, generator)})
+    for row in rows:
+        row["seconds"] = round(time.time() - began, 2)  # the whole call's
+    return rows
+
+
+def sampled(model: GPT, vocab: Vocab, problems: list[Problem], checkable: bool, args: argparse.Namespace,
+            temperature: float, gamma: float, generator: torch.Generator) -> dict:
+    """The measurements of --num_samples samples per problem at one temperature."""
+    S, eos = args.num_samples, vocab.eos
     repeated = [p for p in problems for _ in range(S)]   # problem i's samples are rows i*S .. i*S+S-1
-
-    def accuracy(outputs: list[list[int]], of: list[Problem]) -> float:
-        return sum(correct(vocab, o, p) for o, p in zip(outputs, of)) / len(of)
-
-    if checkable:  # greedy and beam outputs serve accuracy only
-        greedy = generate(model, prompts, args.max_new_tokens, 0.0, None, eos)
-        beams = beam_search_all(model, prompts, args.beam, args.max_new_tokens, eos)
-    samples = generate(model, [p.prompt for p in repeated], args.max_new_tokens, args.temperature,
-                       args.top_k, eos, generator)
+    samples = generate(model, [p.prompt for p in repeated], args.max_new_tokens, temperature, args.top_k,
+                       eos, generator)
     texts = [text_of(vocab, s) for s in samples]
     ok = [checkable and correct(vocab, s, p) for s, p in zip(samples, repeated)]
-    groups = [texts[i:i + S] for i in range(0, len(texts), S)]
-    correct_groups = [[t for t, good in zip(group, ok[i * S:]) if good] for i, group in enumerate(groups)]
-    distinct = [d for d in map(distinct_n, groups) if d is not None]
-
-    references = score(model, prompts, [p.response for p in problems], gamma, eos)
     returns = [sum(s.reward) for s in score(model, [p.prompt for p in repeated], samples, gamma, eos)]
-    return {  # None (n/a) where answers are not checkable
-        "accuracy_greedy": accuracy(greedy, problems) if checkable else None,
-        "accuracy_sample": accuracy(samples, repeated) if checkable else None,
-        "accuracy_beam": accuracy(beams, problems) if checkable else None,
+    per_problem = lambda xs: [xs[i:i + S] for i in range(0, len(xs), S)]
+    groups = per_problem(texts)
+    correct_groups = [[t for t, good in zip(g, oks) if good] for g, oks in zip(groups, per_problem(ok))]
+    distinct = [d for d in map(distinct_n, groups) if d is not None]
+    within, n_within = within_problem_spearman(per_problem(returns), per_problem(ok))
+    return {
+        "accuracy_sample": sum(ok) / len(ok) if checkable else None,
         "self_bleu": self_bleu(groups),
         "self_bleu_correct": self_bleu(correct_groups) if checkable else None,
         "distinct_2": sum(distinct) / len(distinct) if distinct else None,   # per problem, averaged
-        "nll": -sum(sum(s.logp) for s in references) / sum(len(s.logp) for s in references),
         "reward_spearman": spearman(returns, [float(good) for good in ok]) if checkable else None,
+        "reward_spearman_within": within if checkable else None,
+        "reward_within_problems": n_within,
         "reward_mean": sum(returns) / len(returns),
-        "num_problems": len(problems), "num_samples": S, "temperature": args.temperature,
-        "top_k": args.top_k, "beam": args.beam, "split": args.split, "seconds": round(time.time() - began, 2),
     }
 
 
-def table(metrics: dict, checkpoint: dict) -> str:
-    c, m = checkpoint["config"], metrics
-    notes = {"accuracy_greedy": "answers are not checkable ('#### N')" if m["accuracy_greedy"] is None else "",
-             "accuracy_sample": f"{m['num_samples']} samples per problem, temperature {m['temperature']}",
-             "accuracy_beam": f"beam width {m['beam']}", "self_bleu": "lower = more diverse",
-             "self_bleu_correct": "among correct samples", "distinct_2": "higher = more diverse",
-             "nll": "per token of the reference responses", "reward_spearman": "R = sum_t r_t vs correct",
-             "reward_mean": "mean R of the samples"}
-    lines = [f"{m['num_problems']} {m['split']} problems, lambda {c.get('lam')}, gamma {c.get('gamma')}, "
-             f"iter {checkpoint['iter_num']}: {m['seconds']:.1f} s"]
-    for key, note in notes.items():
-        lines.append(f"  {key:<18}{'n/a' if m[key] is None else f'{m[key]:.4f}':>10}   {note}")
+SHARED_NOTES = {"accuracy_greedy": "", "accuracy_beam": "beam width {beam}",
+                "nll": "per token of the reference responses"}
+SAMPLED_COLUMNS = ("temperature", "accuracy_sample", "self_bleu", "self_bleu_correct", "distinct_2",
+                   "reward_spearman", "reward_spearman_within", "reward_mean")
+
+
+def table(rows: list[dict], checkpoint: dict) -> str:
+    """The measurements as text: what is shared once, then one line per temperature."""
+    c, first = checkpoint["config"], rows[0]
+    cell = lambda v: "n/a" if v is None else f"{v:.4f}"
+    lines = [f"{first['num_problems']} {first['split']} problems, lambda {c.get('lam')}, gamma {c.get('gamma')}, "
+             f"iter {checkpoint['iter_num']}: {first['seconds']:.1f} s"]
+    for key, note in SHARED_NOTES.items():
+        lines.append(f"  {key:<16}{cell(first[key]):>10}   {note.format(**first)}")
+    if first["accuracy_greedy"] is None:
+        lines.append("  (answers are not checkable ('#### N'): no accuracies, no reward correlations)")
+    lines.append(f"  {first['num_samples']} samples per problem at each temperature. Self-BLEU: lower = more "
+                 "diverse (_correct: among correct samples); distinct_2: higher = more diverse; "
+                 "reward_spearman: R = sum_t r_t vs correct, pooled over problems (_within: per problem, "
+                 "averaged); reward_mean: mean R of the samples")
+    lines.append("  " + "  ".join(f"{k:>{max(len(k), 10)}}" for k in SAMPLED_COLUMNS))
+    for row in rows:
+        lines.append("  " + "  ".join(f"{cell(row[k]):>{max(len(k), 10)}}" for k in SAMPLED_COLUMNS))
     return "\n".join(lines)
 
 
@@ -413,9 +465,10 @@ def run(args: argparse.Namespace) -> int:
     vocab = Vocab(checkpoint["vocab"]["gpt2_ids"])
     gamma, block = checkpoint["config"]["gamma"], model.config.block_size
     generator = torch.Generator(device).manual_seed(args.seed)
+    temperature = args.temperature[0]  # a grid only with --eval
 
     if args.start is not None:  # one prompt, num_samples continuations (one, if deterministic)
-        deterministic = args.beam or args.temperature == 0 or args.rewards
+        deterministic = args.beam or temperature == 0 or args.rewards
         prompt = read_prompt(args.start, vocab, block)
         problems = [Problem(prompt, [], "")] * (1 if deterministic else args.num_samples)
     else:  # one sample for each of the first problems
@@ -423,14 +476,14 @@ def run(args: argparse.Namespace) -> int:
         problems, checkable = load_problems(checkpoint, vocab, args.split, n, block)
     if args.eval:
         args.beam = args.beam or 4
-        metrics = evaluate(model, vocab, problems, checkable, args, gamma, generator)
-        print(json.dumps(metrics) if args.json else table(metrics, checkpoint))
+        rows = evaluate(model, vocab, problems, checkable, args, gamma, device)
+        print("\n".join(map(json.dumps, rows)) if args.json else table(rows, checkpoint))
         return 0
     prompts = [p.prompt for p in problems]
     if args.beam:
         outputs = beam_search_all(model, prompts, args.beam, args.max_new_tokens, vocab.eos)
     else:
-        outputs = generate(model, prompts, args.max_new_tokens, args.temperature, args.top_k, vocab.eos, generator)
+        outputs = generate(model, prompts, args.max_new_tokens, temperature, args.top_k, vocab.eos, generator)
     if args.rewards:
         scored = score(model, prompts, outputs, gamma, vocab.eos)[0]
         show_rewards(vocab, prompts[0], outputs[0], scored, gamma, problems[0].reference)

@@ -147,6 +147,48 @@ def test_eval_json_reports_every_measurement(out_dir, capsys):
     assert 0 < metrics["nll"] < 10
 
 
+def test_a_temperature_grid_gives_one_row_each_equal_to_single_calls(out_dir, loaded, capsys):
+    common = ["--out_dir", out_dir, "--eval", "--json", "--num_problems", 4, "--num_samples", 3,
+              "--max_new_tokens", 30, "--beam", 2]
+    code, out, err = run_main(common + ["--temperature", "0,0.7,1.5"], capsys)
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["temperature"] for r in rows] == [0.0, 0.7, 1.5]
+    for row in rows:
+        code, out, err = run_main(common + ["--temperature", row["temperature"]], capsys)
+        single = json.loads(out)
+        assert {k: v for k, v in row.items() if k != "seconds"} == {k: v for k, v in single.items() if k != "seconds"}
+    greedy, warm, hot = rows
+    # temperature 0 is greedy: each sample is the greedy answer, so its mean return is theirs
+    model, vocab, problems = loaded
+    prompts = [p.prompt for p in problems]
+    answers = model.generate(prompts, 30, temperature=0, eos_id=vocab.eos)
+    returns = [sum(s.reward) for s in sample.score(model, prompts, answers, 1.0, vocab.eos)]
+    assert greedy["reward_mean"] == pytest.approx(sum(returns) / len(returns), abs=1e-4)
+    assert warm["reward_mean"] != pytest.approx(greedy["reward_mean"], abs=1e-3)
+    assert greedy["accuracy_sample"] == greedy["accuracy_greedy"]
+    assert hot["self_bleu"] < warm["self_bleu"] < 1.0  # hotter samples differ more among themselves
+    assert len({r["accuracy_beam"] for r in rows}) == len({r["nll"] for r in rows}) == 1
+
+
+def test_within_problem_spearman_averages_each_problems_own_correlation():
+    # problem 1: R ranks (1, 2, 3), correct = (0, 0, 1): ranks of correct (1.5, 1.5, 3), rho = sqrt(3)/2
+    # problem 2: the wrong sample has the highest R: rho = -sqrt(3)/2
+    # problem 3: all correct, undefined, left out; problem 4: R all equal, undefined, left out
+    returns = [[1.0, 2.0, 3.0], [5.0, 9.0, 7.0], [1.0, 2.0, 3.0], [4.0, 4.0, 4.0]]
+    correct = [[False, False, True], [True, False, True], [True, True, True], [True, False, False]]
+    rho, n = sample.within_problem_spearman(returns, correct)
+    assert n == 2 and rho == pytest.approx((math.sqrt(3) / 2 - math.sqrt(3) / 2) / 2, abs=1e-12)
+    rho, n = sample.within_problem_spearman(returns[:1], correct[:1])
+    assert n == 1 and rho == pytest.approx(math.sqrt(3) / 2)
+    # a shift of one problem's returns (its V(s_0)) moves the pooled correlation, not the within one
+    shifted = [[r + 100 for r in returns[0]]] + returns[1:2]
+    assert sample.within_problem_spearman(shifted, correct[:2]) == sample.within_problem_spearman(returns[:2], correct[:2])
+    pooled = lambda rs: sample.spearman(sum(rs, []), [float(c) for c in sum(correct[:2], [])])
+    assert pooled(shifted) != pooled(returns[:2])
+    assert sample.within_problem_spearman([[1.0, 2.0]], [[True, True]]) == (None, 0)
+
+
 def test_samples_and_the_table(out_dir, capsys):
     code, out, err = run_main(["--out_dir", out_dir, "--num_samples", 2, "--max_new_tokens", 10], capsys)
     assert code == 0 and out.count("---------------") == 2 and "reference answer" in out, err
@@ -193,6 +235,8 @@ def test_eval_on_text_data_reports_what_it_can(tmp_path, capsys):
     (["--start", "FILE:{tmp}/missing.txt"], "not found"),
     (["--beam", "0"], "--beam"),
     (["--temperature", "-1"], "--temperature"),
+    (["--temperature", "0.5,x"], "--temperature"),
+    (["--temperature", "0.5,1"], "with --eval"),
     (["--num_samples", "0"], "--num_samples"),
 ])
 def test_bad_input_is_one_clear_line(out_dir, tmp_path, capsys, args, message):
