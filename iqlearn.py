@@ -27,9 +27,15 @@ weighted; the code averages tokens uniformly, as cross-entropy does (a choice: t
 above is exact under the gamma^t weights). lam = 0 is plain cross-entropy (MLE); lam > 0 adds a
 penalty that ties each state's value to the next one's, which MLE leaves free (shifting all of a
 state's logits by a constant changes no probability, but it does change r).
+
+The paper writes the same objective over a policy and a value, J(pi, v) = E[log pi(a|s)]
+- lam * E[(v(s) + log pi(a|s) - gamma v(s'))^2]: with Q(s, a) = v(s) + log pi(a|s), V(s) = v(s)
+and this is the loss above, term for term. Nothing here needs v to come from the logits' scale;
+a model with a value head (model.py) supplies it separately, and this file does not change.
 """
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -77,10 +83,18 @@ def _check(logits: torch.Tensor, targets: torch.Tensor, gamma: float, done: torc
                          f"got {done.dtype} {tuple(done.shape)}")
 
 
-def _values(logits: torch.Tensor, targets: torch.Tensor, gamma: float, done: torch.Tensor | None,
-            ignore_index: int):
-    """Per-position pieces of the objective, all [B, T] float32 (bool for the masks):
-    V(s_t), Q(s_t, a_t), V(s_{t+1}), which positions are actions and which enter the TD term."""
+class Transitions(NamedTuple):
+    """Per-position pieces of the objective, each [B, T] (float32 or wider; bool for the masks)."""
+    v: torch.Tensor             # V(s_t) = logsumexp Q(s_t, .)
+    q: torch.Tensor             # Q(s_t, a_t)
+    gamma_v_next: torch.Tensor  # gamma * V(s_{t+1}): 0 after a terminal action and at the last position
+    is_action: torch.Tensor     # a_t is an expert action (the target is not ignore_index)
+    is_td: torch.Tensor         # ... whose next state's value is known: it enters the TD term
+
+
+def transitions(logits: torch.Tensor, targets: torch.Tensor, gamma: float, done: torch.Tensor | None,
+                ignore_index: int) -> Transitions:
+    """V, Q, gamma V(s_{t+1}) and the masks at every position (see Transitions)."""
     is_action = targets != ignore_index
     v, q = _SoftValueAndQ.apply(logits, targets.masked_fill(~is_action, 0))
     # V(s_{t+1}) is the value at the next position. The last position has no next logits; after a
@@ -92,8 +106,7 @@ def _values(logits: torch.Tensor, targets: torch.Tensor, gamma: float, done: tor
         v_next = v_next.masked_fill(done, 0.0)
         has_next = has_next | done
     # A cut window's last action (not terminal, next logits not computed) counts in nll, not in td.
-    is_td = is_action & has_next
-    return v, q, gamma * v_next, is_action, is_td
+    return Transitions(v, q, gamma * v_next, is_action, is_action & has_next)
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -111,7 +124,7 @@ def iqlearn_loss(logits: torch.Tensor, targets: torch.Tensor, lam: float = 0.5, 
     Returns the scalar loss and detached statistics for logging.
     """
     _check(logits, targets, gamma, done, lam)
-    v, q, gamma_v_next, is_action, is_td = _values(logits, targets, gamma, done, ignore_index)
+    v, q, gamma_v_next, is_action, is_td = transitions(logits, targets, gamma, done, ignore_index)
 
     # MLE term: -log pi(a_t|s_t) = V(s_t) - Q(s_t, a_t), averaged over action positions as
     # cross-entropy averages it (0/0 = nan when there are none, as for F.cross_entropy).
@@ -133,8 +146,8 @@ def implicit_rewards(logits: torch.Tensor, targets: torch.Tensor, gamma: float =
     """r_t = Q(s_t, a_t) - gamma V(s_{t+1}) at TD positions, 0 elsewhere: [B, T], float32 or wider.
     A sequence's extracted return is the sum over its positions."""
     _check(logits, targets, gamma, done)
-    _, q, gamma_v_next, _, is_td = _values(logits, targets, gamma, done, ignore_index)
-    return torch.where(is_td, q - gamma_v_next, 0.0)
+    t = transitions(logits, targets, gamma, done, ignore_index)
+    return torch.where(t.is_td, t.q - t.gamma_v_next, 0.0)
 
 
 def iqlearn_online_loss(expert_logits: torch.Tensor, expert_targets: torch.Tensor,
@@ -159,10 +172,10 @@ def iqlearn_online_loss(expert_logits: torch.Tensor, expert_targets: torch.Tenso
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     _check(expert_logits, expert_targets, gamma, expert_done, lam)
     _check(policy_logits, policy_targets, gamma, policy_done)
-    v_e, q_e, gv_e, act_e, td_e = _values(expert_logits, expert_targets, gamma, expert_done,
+    v_e, q_e, gv_e, act_e, td_e = transitions(expert_logits, expert_targets, gamma, expert_done,
+                                              ignore_index)
+    v_p, q_p, gv_p, _, td_p = transitions(policy_logits, policy_targets, gamma, policy_done,
                                           ignore_index)
-    v_p, q_p, gv_p, _, td_p = _values(policy_logits, policy_targets, gamma, policy_done,
-                                      ignore_index)
 
     nll = torch.where(act_e, v_e - q_e, 0.0).sum() / act_e.sum()            # -E_E[log pi]
     value_gap = _masked_mean(v_e - gv_e, td_e) - _masked_mean(v_p - gv_p, td_p)
