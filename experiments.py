@@ -7,7 +7,7 @@ the tables (markdown) from what the runs left behind.
     python experiments.py --only frontier --plot   # the frontier; its tables and figures/*.png
 
 Each run is `python train.py <flags> --out_dir runs/<name>` followed by
-`python sample.py --out_dir runs/<name> --eval --json` (the frontier: 500 problems at a grid of
+`python sample.py --out_dir runs/<name> --eval --json` (the frontier: 300 problems at a grid of
 temperatures). Checkpoints stay in runs/ (not in git); what the tables and figures need, each
 run's log.jsonl and its evaluation (eval.json, or frontier.json with one JSON line per
 temperature), is kept in results/<name>/, so they rebuild on any machine and a run whose result is
@@ -36,7 +36,7 @@ ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 LAMBDAS = (0.0, 0.01, 0.1, 0.5, 1.0)
 EVAL = ["--eval", "--json", "--num_problems", "200", "--num_samples", "5"]
 TEMPERATURES = "0.5,0.7,1.0,1.3"
-FRONTIER_EVAL = ["--eval", "--json", "--num_problems", "500", "--num_samples", "5", "--temperature", TEMPERATURES]
+FRONTIER_EVAL = ["--eval", "--json", "--num_problems", "300", "--num_samples", "5", "--temperature", TEMPERATURES]
 METRICS = ("accuracy_greedy", "accuracy_sample", "accuracy_beam", "self_bleu", "self_bleu_correct",
            "distinct_2", "reward_spearman", "nll")
 
@@ -349,7 +349,7 @@ def plot_figures(folder: str = "figures") -> list[str]:
         ax.invert_xaxis()
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower left")
-    axes[0].set_ylabel("sampled accuracy (500 val problems)")
+    axes[0].set_ylabel("sampled accuracy (300 val problems)")
     grid = TEMPERATURES.split(",")
     fig.suptitle(f"Accuracy–diversity frontier: one point per sampling temperature ({grid[0]} → {grid[-1]}, "
                  "left to right)")
@@ -380,7 +380,7 @@ def plot_figures(folder: str = "figures") -> list[str]:
 def report_frontier() -> None:
     print("### Frontier: accuracy against diversity across sampling temperatures\n")
     print(frontier_tables())
-    print("\n### Value head, from scratch (500 val problems, temperature 1)\n")
+    print("\n### Value head, from scratch (300 val problems, temperature 1)\n")
     scratch = [("MLE", "sweep_lam0"), ("λ = 0.1", "sweep_lam0.1"), ("λ = 0.1 + head", "head_lam0.1"),
                ("λ = 0.5", "sweep_lam0.5"), ("λ = 0.5 + head", "head_lam0.5"),
                ("λ = 0.1, γ = 0.9", "gamma0.9_lam0.1"), ("λ = 0.1, γ = 0.9 + head", "head_gamma0.9_lam0.1")]
