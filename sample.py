@@ -4,6 +4,7 @@
     python sample.py --out_dir out --start "Ann has 3 pens. ... How many?\n" --num_samples 3
     python sample.py --out_dir out --start FILE:prompt.txt --beam 4
     python sample.py --out_dir out --eval [--json]        # accuracy, diversity, nll, rewards
+    python sample.py --out_dir out --eval --calculator    # GSM8K: also greedy with a calculator
     python sample.py --out_dir out --rewards              # one sample with r_t and V(s_t) per token
 
 The measurements are the paper's (Wulfmeier et al. 2024): task accuracy under greedy decoding,
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from calculator import Calculator
 from data import (IGNORE, DataError, Vocab, answers_checkable, extract_answer, fitting_pairs, is_correct,
                   load_dataset, load_records)
 from iqlearn import implicit_rewards
@@ -50,6 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     mode.add_argument("--eval", action="store_true", help="measure accuracy, diversity, nll, rewards")
     mode.add_argument("--rewards", action="store_true", help="show one sample's r_t and V(s_t) per token")
     a("--json", action="store_true", help="with --eval: print one JSON object")
+    a("--calculator", action="store_true",
+      help="with --eval: greedy accuracy with a calculator filling in each <<expr= too (GSM8K)")
     a("--split", default="val", choices=["val", "test"], help="whose problems, when there is no --start")
     a("--num_problems", type=int, default=200, help="--eval: at most this many problems")
     a("--device", default="auto", help="auto (cuda, mps, cpu) or a torch device")
@@ -63,6 +67,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     if args.json and not args.eval:
         p.error("--json goes with --eval")
+    if args.calculator and not args.eval:
+        p.error("--calculator goes with --eval")
     if args.eval and args.start is not None:
         p.error("--eval measures the --split problems; it takes no --start")
     return args
@@ -78,11 +84,14 @@ def rows_per_batch(model: GPT) -> int:
 # Decoding: sampling (model.generate, KV cache, batched) and beam search
 
 def generate(model: GPT, prompts: list[list[int]], max_new_tokens: int, temperature: float,
-             top_k: int | None, eos_id: int, generator: torch.Generator | None = None) -> list[list[int]]:
-    """model.generate over any number of prompts, a batch of rows_per_batch at a time."""
+             top_k: int | None, eos_id: int, generator: torch.Generator | None = None,
+             calculator: Vocab | None = None) -> list[list[int]]:
+    """model.generate over any number of prompts, a batch of rows_per_batch at a time. With a
+    vocabulary as `calculator`, a calculator writes the result of each `<<expr=` (calculator.py)."""
     n = rows_per_batch(model)
     return [out for i in range(0, len(prompts), n)
-            for out in model.generate(prompts[i:i + n], max_new_tokens, temperature, top_k, eos_id, generator)]
+            for out in model.generate(prompts[i:i + n], max_new_tokens, temperature, top_k, eos_id, generator,
+                                      forced=None if calculator is None else Calculator(calculator))]
 
 
 @torch.no_grad()
@@ -294,7 +303,8 @@ def correct(vocab: Vocab, tokens: list[int], problem: Problem) -> bool:
 
 def evaluate(model: GPT, vocab: Vocab, problems: list[Problem], checkable: bool, args: argparse.Namespace,
              gamma: float, generator: torch.Generator) -> dict:
-    """The paper's measurements on `problems`: accuracy (greedy, sampled, beam), diversity of the
+    """The paper's measurements on `problems`: accuracy (greedy, sampled, beam; with --calculator
+    also greedy with GSM8K's calculator, as the paper reports both), diversity of the
     sampled answers (Self-BLEU, also among correct answers only, and distinct-2), val nll, and the
     rank correlation of each sample's extracted return R = sum_t r_t with its correctness."""
     began, S, eos = time.time(), args.num_samples, vocab.eos
@@ -307,6 +317,8 @@ def evaluate(model: GPT, vocab: Vocab, problems: list[Problem], checkable: bool,
     if checkable:  # greedy and beam outputs serve accuracy only
         greedy = generate(model, prompts, args.max_new_tokens, 0.0, None, eos)
         beams = beam_search_all(model, prompts, args.beam, args.max_new_tokens, eos)
+        if args.calculator:
+            calculated = generate(model, prompts, args.max_new_tokens, 0.0, None, eos, calculator=vocab)
     samples = generate(model, [p.prompt for p in repeated], args.max_new_tokens, args.temperature,
                        args.top_k, eos, generator)
     texts = [text_of(vocab, s) for s in samples]
@@ -321,6 +333,7 @@ def evaluate(model: GPT, vocab: Vocab, problems: list[Problem], checkable: bool,
         "accuracy_greedy": accuracy(greedy, problems) if checkable else None,
         "accuracy_sample": accuracy(samples, repeated) if checkable else None,
         "accuracy_beam": accuracy(beams, problems) if checkable else None,
+        "accuracy_greedy_calculator": accuracy(calculated, problems) if checkable and args.calculator else None,
         "self_bleu": self_bleu(groups),
         "self_bleu_correct": self_bleu(correct_groups) if checkable else None,
         "distinct_2": sum(distinct) / len(distinct) if distinct else None,   # per problem, averaged
@@ -336,14 +349,17 @@ def table(metrics: dict, checkpoint: dict) -> str:
     c, m = checkpoint["config"], metrics
     notes = {"accuracy_greedy": "answers are not checkable ('#### N')" if m["accuracy_greedy"] is None else "",
              "accuracy_sample": f"{m['num_samples']} samples per problem, temperature {m['temperature']}",
-             "accuracy_beam": f"beam width {m['beam']}", "self_bleu": "lower = more diverse",
+             "accuracy_beam": f"beam width {m['beam']}",
+             "accuracy_greedy_calculator": "greedy, a calculator fills in <<expr= (--calculator)",
+             "self_bleu": "lower = more diverse",
              "self_bleu_correct": "among correct samples", "distinct_2": "higher = more diverse",
              "nll": "per token of the reference responses", "reward_spearman": "R = sum_t r_t vs correct",
              "reward_mean": "mean R of the samples"}
     lines = [f"{m['num_problems']} {m['split']} problems, lambda {c.get('lam')}, gamma {c.get('gamma')}, "
              f"iter {checkpoint['iter_num']}: {m['seconds']:.1f} s"]
+    width = max(map(len, notes))
     for key, note in notes.items():
-        lines.append(f"  {key:<18}{'n/a' if m[key] is None else f'{m[key]:.4f}':>10}   {note}")
+        lines.append(f"  {key:<{width}}{'n/a' if m[key] is None else f'{m[key]:.4f}':>10}   {note}")
     return "\n".join(lines)
 
 
@@ -410,7 +426,7 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(str(e)) from None
     checkpoint = load_checkpoint(os.path.join(args.out_dir, "ckpt.pt"))
     model = model_from_checkpoint(checkpoint).to(device).eval()
-    vocab = Vocab(checkpoint["vocab"]["gpt2_ids"])
+    vocab = Vocab.from_state(checkpoint["vocab"])
     gamma, block = checkpoint["config"]["gamma"], model.config.block_size
     generator = torch.Generator(device).manual_seed(args.seed)
 
