@@ -471,8 +471,9 @@ def fetch_gpt2(name: str) -> str:
         return huggingface_hub.snapshot_download(f"openai-community/{name}",
                                                  allow_patterns=["config.json", "model.safetensors"])
     except Exception as e:  # no network, hub down, disk full: many exception types, one message
-        raise CheckpointError(f"could not fetch {name} from the Hugging Face Hub ({first_line(e)}); "
-                              f"offline? copy the folder of openai-community/{name} here and pass its path") from None
+        raise CheckpointError(f"could not fetch {name} from the Hugging Face Hub ({first_line(e)}); offline? "
+                              f"download openai-community/{name} (config.json, model.safetensors) elsewhere "
+                              "and pass its folder") from None
 
 
 def read_hf_config(folder: str) -> dict:

@@ -164,6 +164,9 @@ def init_source(init_from: str, block_size: int) -> dict:
     position table cropped to block_size) with the full, unpadded vocabulary they were trained
     with. Either way the run takes the source's architecture and vocabulary."""
     if init_from not in GPT2_SIZES and not os.path.isdir(init_from):
+        if not os.path.isfile(init_from):
+            raise CheckpointError(f"--init_from {init_from} is neither a checkpoint file, a GPT-2 "
+                                  f"({', '.join(GPT2_SIZES)}) nor a folder")
         return load_checkpoint(init_from)
     gpt2 = GPT.from_pretrained(init_from, block_size)
     vocab = Vocab(None, padded=False)
