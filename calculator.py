@@ -13,7 +13,7 @@ import re
 from fractions import Fraction
 
 MAX_CHARS = 100           # GSM8K's longest annotated expression has 30; bounds the parser's recursion
-MAX_MAGNITUDE = 10 ** 12  # no GSM8K step comes near; bounds the size of every intermediate number
+MAX_MAGNITUDE = 10 ** 12  # GSM8K's largest annotated result is 2.9e9; bounds every intermediate number
 DECIMALS = 4              # GSM8K's annotations write at most 3 decimal places
 
 # One token: a number (1,200.5 with thousands commas, 12, 12.5, 12., .5) or an operator.
