@@ -4,13 +4,16 @@ One model, one random batch, full training steps (forward, loss, backward, AdamW
 losses, interleaved so that whatever else the machine does slows both alike:
   MLE      F.cross_entropy on the logits (what iqlearn_loss is at lam = 0)
   IQLearn  iqlearn.iqlearn_loss with lam > 0 (nll + lam * td)
-Reported: median ms/step, tokens/s, peak memory of a step, MFU on CUDA, and IQLearn/MLE ratios.
+Reported: median ms/step, tokens/s, peak memory of a step (and what model.step_memory predicts
+on paper), MFU on CUDA, and IQLearn/MLE ratios.
 The paper measured +3.7% (T5-base, 196 vs 189 ms); the loss touches the largest tensor of the
 model, the [B, T, V] logits, so a careless one shows up here in time and in memory.
 
     python bench.py                          # GPT-2 vocabulary, small body: the loss matters
     python bench.py --default_config         # train.py's default run on this device
     python bench.py --n_layer=12 --n_head=12 --n_embd=768 --block_size=1024 --batch_size=16 --compile
+    python bench.py --gpt2 gpt2 --block_size 512 --batch_size 2 --steps 3   # GPT-2 small's shape
+    python bench.py --memory_table --batch_size 8 --block_size 512  # each GPT-2 size, on paper
 """
 
 import argparse
@@ -29,7 +32,7 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from iqlearn import iqlearn_loss
-from model import GPT, GPTConfig, pick_device, pick_dtype
+from model import GPT, GPT2_SIZES, GPT2_VOCAB, GPTConfig, param_counts, pick_device, pick_dtype, step_memory
 
 # Mirrors train.py's defaults (keep in sync): the built-in task's compact vocabulary of 366
 # tokens; its batches are padded to about 73 tokens on average, in a 128 block.
@@ -57,6 +60,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
              ("vocab_size", 50304, "GPT-2's, padded to a multiple of 64")]
     for name, default, what in sizes:
         p.add_argument(f"--{name}", type=int, default=default, help=what)
+    p.add_argument("--gpt2", default=None, choices=list(GPT2_SIZES),
+                   help="this GPT-2's shape, biases and GELU (replaces the sizes but block and batch)")
+    p.add_argument("--memory_table", action="store_true",
+                   help="print each GPT-2 size's step memory on paper at --batch_size x --block_size; no run")
     p.add_argument("--lam", type=float, default=0.5, help="IQLearn's TD weight")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"],
                    help="auto: cuda, else mps, else cpu")
@@ -74,6 +81,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.seq_len = args.block_size
     if args.default_config:
         vars(args).update(TRAIN_DEFAULTS)
+    if args.gpt2:
+        args.n_layer, args.n_head, args.n_embd = GPT2_SIZES[args.gpt2]
+        args.vocab_size = GPT2_VOCAB
     for name in ["n_layer", "n_head", "n_embd", "block_size", "batch_size", "vocab_size", "steps"]:
         if getattr(args, name) <= 0:
             p.error(f"--{name} must be positive, got {getattr(args, name)}")
@@ -224,10 +234,16 @@ def time_interleaved(runs: dict[str, dict], batch, args: argparse.Namespace) -> 
     return times
 
 
+def model_config(args: argparse.Namespace) -> GPTConfig:
+    gpt2 = args.gpt2 is not None  # GPT-2 has biases and the tanh GELU
+    return GPTConfig(vocab_size=args.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
+                     n_head=args.n_head, n_embd=args.n_embd, bias=gpt2, gelu_approximate="tanh" if gpt2 else "none")
+
+
 def benchmark(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
-    base = GPT(GPTConfig(vocab_size=args.vocab_size, block_size=args.block_size,
-                         n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd))
+    config = model_config(args)
+    base = GPT(config)
     runs = make_runs(base.to(args.device), args)
     batch = make_batch(args, args.device)
     times = time_interleaved(runs, batch, args)
@@ -240,7 +256,7 @@ def benchmark(args: argparse.Namespace) -> dict:
         device=args.device, torch=torch.__version__, threads=torch.get_num_threads(),
         device_name=torch.cuda.get_device_name() if args.device == "cuda" else args.device,
         dtype=args.dtype, compile=args.compile, default_config=args.default_config,
-        config={k: getattr(args, k) for k in ["n_layer", "n_head", "n_embd", "vocab_size",
+        config={k: getattr(args, k) for k in ["gpt2", "n_layer", "n_head", "n_embd", "vocab_size",
                                               "block_size", "batch_size", "seq_len", "lam"]},
         steps=args.steps, warmup=args.warmup, peak_flops=peak)
     for name in runs:
@@ -249,6 +265,10 @@ def benchmark(args: argparse.Namespace) -> dict:
         result[f"{name}_tokens_per_s"] = tokens / ms * 1e3
         result[f"{name}_peak_mib"] = None if memory[name] is None else memory[name] / 2**20
         result[f"{name}_mfu"] = None if peak is None else per_token * tokens / (ms / 1e3) / peak
+    # What train.py's loss (iqlearn_loss, at any lambda) needs on paper, on top of what is held
+    # between steps: the measured peaks count the same.
+    paper = step_memory(config, args.batch_size, args.seq_len, half=args.dtype != "float32")
+    result["paper_peak_mib"] = (paper["peak"] - paper["weights_adamw"]) / 2**20
     result["time_ratio"] = result["iqlearn_ms"] / result["mle_ms"]
     result["mem_ratio"] = None if memory["mle"] is None else memory["iqlearn"] / memory["mle"]
     result["tokens_per_s"], result["mfu"] = result["iqlearn_tokens_per_s"], result["iqlearn_mfu"]
@@ -259,7 +279,7 @@ def print_report(r: dict) -> None:
     c = r["config"]
     print(f"{r['device_name']} ({r['threads']} threads), torch {r['torch']}, {r['dtype']}, "
           f"compile {r['compile']}{', train.py defaults' if r['default_config'] else ''}")
-    print(f"model {c['n_layer']}x{c['n_embd']} ({c['n_head']} heads), vocab {c['vocab_size']}, "
+    print(f"model {c['gpt2'] + ' ' if c['gpt2'] else ''}{c['n_layer']}x{c['n_embd']} ({c['n_head']} heads), vocab {c['vocab_size']}, "
           f"block {c['block_size']}; batch {c['batch_size']}x{c['seq_len']} tokens; lam {c['lam']}; "
           f"median of {r['steps']} steps after {r['warmup']} warm-up")
     print(f"{'':8} {'ms/step':>9} {'tokens/s':>10} {'peak MiB':>9} {'MFU':>6}")
@@ -270,10 +290,43 @@ def print_report(r: dict) -> None:
               f"{'n/a' if mfu is None else f'{100 * mfu:.1f}%':>6}")
     mem_ratio = "n/a" if r["mem_ratio"] is None else f"{r['mem_ratio']:.3f}"
     print(f"IQLearn/MLE: time {r['time_ratio']:.3f}, memory {mem_ratio}")
+    print(f"on paper (model.step_memory, train.py's loss): {r['paper_peak_mib']:.1f} MiB a step on top of "
+          "the weights and AdamW's moments, as the peaks above")
+
+
+def memory_table(batch_size: int, block_size: int) -> list[dict]:
+    """model.step_memory for each published GPT-2 size, with bf16 autocast and in float32."""
+    rows = []
+    for name, (n_layer, n_head, n_embd) in GPT2_SIZES.items():
+        config = GPTConfig(vocab_size=GPT2_VOCAB, block_size=block_size, n_layer=n_layer, n_head=n_head,
+                           n_embd=n_embd, bias=True, gelu_approximate="tanh")
+        half, full = (step_memory(config, batch_size, block_size, half) for half in (True, False))
+        rows.append({"model": name, "params": sum(param_counts(config).values()), **half,
+                     "peak_float32": full["peak"]})
+    return rows
+
+
+def print_memory_table(rows: list[dict], batch_size: int, block_size: int) -> None:
+    print(f"Peak memory of a training step on paper (model.step_memory), GiB: batch {batch_size} x block "
+          f"{block_size}, AdamW, bf16 autocast unless said; add about 1 GiB for the CUDA context")
+    print(f"{'model':12} {'params':>7} {'weights+AdamW':>14} {'activations':>12} {'logits':>7} "
+          f"{'peak bf16':>10} {'peak fp32':>10}")
+    gib = 2 ** 30
+    for r in rows:
+        print(f"{r['model']:12} {r['params'] / 1e6:6.0f}M {r['weights_adamw'] / gib:14.1f} "
+              f"{r['activations'] / gib:12.1f} {r['logits'] / gib:7.1f} {r['peak'] / gib:10.1f} "
+              f"{r['peak_float32'] / gib:10.1f}")
 
 
 if __name__ == "__main__":
     args = parse_args()
+    if args.memory_table:
+        rows = memory_table(args.batch_size, args.block_size)
+        if args.json:
+            print(json.dumps(rows))
+        else:
+            print_memory_table(rows, args.batch_size, args.block_size)
+        sys.exit(0)
     result = benchmark(args)
     if args.json:
         print(json.dumps(result))

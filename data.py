@@ -50,17 +50,28 @@ def gpt2() -> tiktoken.Encoding:
 
 class Vocab:
     """GPT-2 ids <-> the model's ids. Compact: the ids in `gpt2_ids`, renumbered 0..n-1.
-    Full (gpt2_ids None): the identity, padded to a multiple of 64 for fast matmuls."""
+    Full (gpt2_ids None): the identity, padded to a multiple of 64 for fast matmuls, or, with
+    padded=False, exactly GPT-2's 50,257 ids: a pretrained GPT-2 has no rows for padding, and rows
+    added with zero weights would score logit 0, real probability mass."""
 
-    def __init__(self, gpt2_ids: list[int] | None):
+    def __init__(self, gpt2_ids: list[int] | None, padded: bool = True):
         self.gpt2_ids = None if gpt2_ids is None else sorted(set(gpt2_ids) | {gpt2().eot_token})
+        self.padded = padded and self.gpt2_ids is None
         if self.gpt2_ids is None:
-            self.size = -(-gpt2().n_vocab // 64) * 64
+            self.size = -(-gpt2().n_vocab // 64) * 64 if padded else gpt2().n_vocab
             self._to_model = None
         else:
             self.size = len(self.gpt2_ids)
             self._to_model = {g: i for i, g in enumerate(self.gpt2_ids)}
         self.eos = self.from_gpt2([gpt2().eot_token])[0]
+
+    def state_dict(self) -> dict:
+        """What a checkpoint stores to rebuild this vocabulary (Vocab.from_state)."""
+        return {"gpt2_ids": self.gpt2_ids, "padded": self.padded}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "Vocab":
+        return cls(state["gpt2_ids"], state.get("padded", True))  # older checkpoints: full was padded
 
     def from_gpt2(self, ids: list[int]) -> list[int]:
         if self._to_model is None:

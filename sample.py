@@ -4,6 +4,7 @@
     python sample.py --out_dir out --start "Ann has 3 pens. ... How many?\n" --num_samples 3
     python sample.py --out_dir out --start FILE:prompt.txt --beam 4
     python sample.py --out_dir out --eval [--json]        # accuracy, diversity, nll, rewards
+    python sample.py --out_dir out --eval --calculator    # GSM8K: also greedy with a calculator
     python sample.py --out_dir out --rewards              # one sample with r_t and V(s_t) per token
 
 The measurements are the paper's (Wulfmeier et al. 2024): task accuracy under greedy decoding,
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from calculator import Calculator
 from data import (IGNORE, DataError, Vocab, answers_checkable, extract_answer, fitting_pairs, is_correct,
                   load_dataset, load_records)
 from iqlearn import implicit_rewards
@@ -52,6 +54,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     mode.add_argument("--rewards", action="store_true", help="show one sample's r_t and V(s_t) per token")
     a("--json", action="store_true",
       help="with --eval: JSON Lines, one object per temperature (greedy, beam and nll repeated in each)")
+    a("--calculator", action="store_true",
+      help="with --eval: greedy accuracy with a calculator filling in each <<expr= too (GSM8K)")
     a("--split", default="val", choices=["val", "test"], help="whose problems, when there is no --start")
     a("--num_problems", type=int, default=200, help="--eval: at most this many problems")
     a("--device", default="auto", help="auto (cuda, mps, cpu) or a torch device")
@@ -65,6 +69,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     if args.json and not args.eval:
         p.error("--json goes with --eval")
+    if args.calculator and not args.eval:
+        p.error("--calculator goes with --eval")
     if args.eval and args.start is not None:
         p.error("--eval measures the --split problems; it takes no --start")
     return args
@@ -91,11 +97,14 @@ def rows_per_batch(model: GPT) -> int:
 # Decoding: sampling (model.generate, KV cache, batched) and beam search
 
 def generate(model: GPT, prompts: list[list[int]], max_new_tokens: int, temperature: float,
-             top_k: int | None, eos_id: int, generator: torch.Generator | None = None) -> list[list[int]]:
-    """model.generate over any number of prompts, a batch of rows_per_batch at a time."""
+             top_k: int | None, eos_id: int, generator: torch.Generator | None = None,
+             calculator: Vocab | None = None) -> list[list[int]]:
+    """model.generate over any number of prompts, a batch of rows_per_batch at a time. With a
+    vocabulary as `calculator`, a calculator writes the result of each `<<expr=` (calculator.py)."""
     n = rows_per_batch(model)
     return [out for i in range(0, len(prompts), n)
-            for out in model.generate(prompts[i:i + n], max_new_tokens, temperature, top_k, eos_id, generator)]
+            for out in model.generate(prompts[i:i + n], max_new_tokens, temperature, top_k, eos_id, generator,
+                                      forced=None if calculator is None else Calculator(calculator))]
 
 
 @torch.no_grad()
@@ -322,7 +331,8 @@ def accuracy(vocab: Vocab, outputs: list[list[int]], problems: list[Problem]) ->
 def evaluate(model: GPT, vocab: Vocab, problems: list[Problem], checkable: bool, args: argparse.Namespace,
              gamma: float, device: str) -> list[dict]:
     """The paper's measurements on `problems`, one row per sampling temperature: accuracy (greedy
-    and beam, the same in every row; sampled), diversity of the samples (Self-BLEU, also among
+    and beam, the same in every row, and with --calculator also greedy with GSM8K's calculator, as
+    the paper reports both; sampled), diversity of the samples (Self-BLEU, also among
     correct ones only, and distinct-2), val nll, and how each sample's extracted return
     R = sum_t r_t ranks its correctness. Each temperature's samples are drawn from a generator
     seeded afresh with --seed, so a row equals a single-temperature call's."""
@@ -333,6 +343,9 @@ def evaluate(model: GPT, vocab: Vocab, problems: list[Problem], checkable: bool,
                                     problems) if checkable else None,
         "accuracy_beam": accuracy(vocab, beam_search_all(model, prompts, args.beam, args.max_new_tokens, eos),
                                   problems) if checkable else None,
+        "accuracy_greedy_calculator": accuracy(vocab, generate(
+            model, prompts, args.max_new_tokens, 0.0, None, eos, calculator=vocab), problems)
+            if checkable and args.calculator else None,
         "nll": -sum(sum(s.logp) for s in references) / sum(len(s.logp) for s in references),
         "num_problems": len(problems), "num_samples": args.num_samples, "top_k": args.top_k,
         "beam": args.beam, "split": args.split}
@@ -374,6 +387,7 @@ def sampled(model: GPT, vocab: Vocab, problems: list[Problem], checkable: bool, 
 
 
 SHARED_NOTES = {"accuracy_greedy": "", "accuracy_beam": "beam width {beam}",
+                "accuracy_greedy_calculator": "greedy, a calculator fills in <<expr= (--calculator)",
                 "nll": "per token of the reference responses"}
 SAMPLED_COLUMNS = ("temperature", "accuracy_sample", "self_bleu", "self_bleu_correct", "distinct_2",
                    "reward_spearman", "reward_spearman_within", "reward_mean")
@@ -386,7 +400,7 @@ def table(rows: list[dict], checkpoint: dict) -> str:
     lines = [f"{first['num_problems']} {first['split']} problems, lambda {c.get('lam')}, gamma {c.get('gamma')}, "
              f"iter {checkpoint['iter_num']}: {first['seconds']:.1f} s"]
     for key, note in SHARED_NOTES.items():
-        lines.append(f"  {key:<16}{cell(first[key]):>10}   {note.format(**first)}")
+        lines.append(f"  {key:<26}{cell(first[key]):>10}   {note.format(**first)}")
     if first["accuracy_greedy"] is None:
         lines.append("  (answers are not checkable ('#### N'): no accuracies, no reward correlations)")
     lines.append(f"  {first['num_samples']} samples per problem at each temperature. Self-BLEU: lower = more "
@@ -462,7 +476,7 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(str(e)) from None
     checkpoint = load_checkpoint(os.path.join(args.out_dir, "ckpt.pt"))
     model = model_from_checkpoint(checkpoint).to(device).eval()
-    vocab = Vocab(checkpoint["vocab"]["gpt2_ids"])
+    vocab = Vocab.from_state(checkpoint["vocab"])
     gamma, block = checkpoint["config"]["gamma"], model.config.block_size
     generator = torch.Generator(device).manual_seed(args.seed)
     temperature = args.temperature[0]  # a grid only with --eval

@@ -3,6 +3,7 @@
     python train.py --lambda 0.5                     # built-in GSM8K-style task, CPU or GPU
     python train.py --data my.jsonl --lambda 0.1     # {"prompt","response"} or {"question","answer"}
     python train.py --data input.txt                 # running text
+    python train.py --init_from gpt2 --data gsm8k/train.jsonl --block_size 512   # fine-tune GPT-2
     torchrun --standalone --nproc_per_node=4 train.py --lambda 0.5   # DDP
 
 Every flag and its default: python train.py --help. A run writes out_dir/ckpt.pt (at each eval and
@@ -29,8 +30,8 @@ from tqdm import tqdm
 from data import (IGNORE, Batches, DataError, Dataset, Item, TaskConfig, Vocab, collate, is_correct,
                   load_dataset)
 from iqlearn import iqlearn_loss, iqlearn_online_loss
-from model import (GPT, CheckpointError, GPTConfig, load_checkpoint, load_weights, pick_device, pick_dtype,
-                   save_checkpoint)
+from model import (GPT, GPT2_SIZES, CheckpointError, GPTConfig, load_checkpoint, load_weights, pick_device,
+                   pick_dtype, save_checkpoint, step_memory)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -81,7 +82,9 @@ def build_parser() -> Parser:
     a("--eval_problems", type=int, default=200, help="val problems for greedy accuracy")
     a("--out_dir", default="out", help="where ckpt.pt and log.jsonl go")
     a("--resume", action="store_true", help="continue from out_dir/ckpt.pt")
-    a("--init_from", default=None, help="start from this checkpoint's weights (e.g. an MLE model)")
+    a("--init_from", default=None,
+      help="start from these weights: a ckpt.pt (e.g. an MLE model), or GPT-2: "
+           f"{', '.join(GPT2_SIZES)} or a local Hugging Face GPT-2 folder")
     # system
     a("--device", default="auto", help="auto (cuda, mps, cpu) or a torch device")
     a("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
@@ -155,6 +158,25 @@ def merge_resumed(checkpoint: dict, config: dict, given: set[str]) -> dict:
     return {**config, **saved, **{k: config[k] for k in given}}
 
 
+def init_source(init_from: str, block_size: int) -> dict:
+    """What --init_from names, as a checkpoint to start from: one of ours (a ckpt.pt path), or
+    GPT-2's published weights (a name or a local Hugging Face folder, GPT.from_pretrained, the
+    position table cropped to block_size) with the full, unpadded vocabulary they were trained
+    with. Either way the run takes the source's architecture and vocabulary."""
+    if init_from not in GPT2_SIZES and not os.path.isdir(init_from):
+        if not os.path.isfile(init_from):
+            raise CheckpointError(f"--init_from {init_from} is neither a checkpoint file, a GPT-2 "
+                                  f"({', '.join(GPT2_SIZES)}) nor a folder")
+        return load_checkpoint(init_from)
+    gpt2 = GPT.from_pretrained(init_from, block_size)
+    vocab = Vocab(None, padded=False)
+    if gpt2.config.vocab_size != vocab.size:
+        raise CheckpointError(f"{init_from} has {gpt2.config.vocab_size} token embeddings; the GPT-2 "
+                              f"tokenizer has {vocab.size} tokens")
+    return {"model": gpt2.state_dict(), "model_args": dataclasses.asdict(gpt2.config),
+            "vocab": vocab.state_dict()}
+
+
 # ----------------------------------------------------------------------------------------------
 # Devices, precision, processes
 
@@ -178,6 +200,25 @@ def autocast(device: str, dtype: torch.dtype):
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.split(":")[0], dtype=dtype)
+
+
+def print_step_memory(model: GPT, c: dict, device: str, dtype: torch.dtype) -> None:
+    """What a training step needs on paper (model.step_memory) at the longest micro-batch
+    (batch_size rows of block_size tokens; online runs add as many policy rows), against the
+    GPU's memory: a model that cannot fit says so before the first step, not with an OOM."""
+    rows = c["batch_size"] * (2 if c["mixin"] > 0 else 1)
+    need = step_memory(model.config, rows, c["block_size"], half=dtype != torch.float32)
+    total = torch.cuda.get_device_properties(device).total_memory
+
+    def gib(n: int) -> str:
+        return f"{n / 2**30:.1f} GiB"
+
+    print(f"memory: a step needs about {gib(need['peak'])} on paper (weights and AdamW "
+          f"{gib(need['weights_adamw'])}, activations {gib(need['activations'])}, logits "
+          f"{gib(need['logits'])}) of the {gib(total)} on {device}")
+    if need["peak"] > total:
+        print("note: that is more than this GPU has; lower --batch_size (raise --grad_accum to keep "
+              "the batch) or --block_size", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -289,7 +330,7 @@ def checkpoint_state(model: GPT, optimizer, scaler, c: dict, dataset: Dataset, i
     return {
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
         "model_args": dataclasses.asdict(model.config), "config": c,
-        "vocab": {"gpt2_ids": dataset.vocab.gpt2_ids}, "data_spec": data_spec(c),
+        "vocab": dataset.vocab.state_dict(), "data_spec": data_spec(c),
         "iter_num": it, "best_val_loss": best_val_loss, "data_position": batches.state_dict(),
         "rng": {"torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
@@ -328,7 +369,7 @@ def train(argv: list[str] | None = None) -> int:
     rank, world, device = setup_distributed(config["device"])
     master = rank == 0
 
-    # What we start from: a checkpoint of this run, another run's weights, or nothing.
+    # What we start from: a checkpoint of this run, another run's weights, GPT-2's, or nothing.
     resumed = source = None
     if config["resume"]:
         resumed = load_checkpoint(ckpt_path)
@@ -339,7 +380,7 @@ def train(argv: list[str] | None = None) -> int:
         raise DataError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another "
                         "--out_dir (a new run would overwrite it)")
     if config["init_from"] and not resumed:
-        source = load_checkpoint(config["init_from"])
+        source = init_source(config["init_from"], config["block_size"])
         for k in MODEL_FLAGS:  # the architecture is the source's
             if k in given and config[k] != source["model_args"][k]:
                 raise DataError(f"--{k} {config[k]} does not fit {config['init_from']} "
@@ -353,11 +394,12 @@ def train(argv: list[str] | None = None) -> int:
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
-    vocab = Vocab(source["vocab"]["gpt2_ids"]) if source else None
+    vocab = Vocab.from_state(source["vocab"]) if source else None
     dataset = load_dataset(data_spec(c), c["block_size"], vocab)
-    model = GPT(GPTConfig(vocab_size=dataset.vocab.size, block_size=c["block_size"], n_layer=c["n_layer"],
-                          n_head=c["n_head"], n_embd=c["n_embd"], dropout=c["dropout"],
-                          value_head=c["value_head"]))
+    flags = dict(vocab_size=dataset.vocab.size, block_size=c["block_size"], n_layer=c["n_layer"],
+                 n_head=c["n_head"], n_embd=c["n_embd"], dropout=c["dropout"], value_head=c["value_head"])
+    # What no flag sets (GPT-2's biases and GELU) is the source's.
+    model = GPT(GPTConfig(**{**(source["model_args"] if source else {}), **flags}))
     if source:
         load_weights(model, source["model"])
     model.to(device)
@@ -393,6 +435,8 @@ def train(argv: list[str] | None = None) -> int:
             # alike (same prompt), so at gamma = 1 the online value term all but cancels.
             print("note: with --gamma 1 the online value term nearly cancels (both sides sum to "
                   "V(s0)); use --gamma < 1, e.g. 0.9, for its signal", file=sys.stderr)
+        if device.startswith("cuda"):
+            print_step_memory(raw_model, c, device, dtype)
 
     def save():
         if master:

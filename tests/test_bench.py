@@ -5,6 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from bench import make_batch, make_runs, model_config, parse_args, peak_step_memory, train_step
+from model import GPT, step_memory
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--batch_size=2",
         "--vocab_size=64", "--steps=2", "--warmup=1", "--device=cpu"]
@@ -32,3 +37,27 @@ def test_bad_flag_is_one_line_and_exit_2():
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "n_head" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_step_memory_on_paper_is_what_the_cpu_profiler_records(dtype):
+    # Activations and logits dominate here, as in a real run; the profiler sees every tensor.
+    args = parse_args(["--n_layer=2", "--n_head=4", "--n_embd=64", "--block_size=128", "--batch_size=8",
+                             "--vocab_size=2048", "--device=cpu", f"--dtype={dtype}"])
+    config = model_config(args)
+    run = make_runs(GPT(config), args)["iqlearn"]
+    batch = make_batch(args, "cpu")
+    train_step(run, batch, args)  # AdamW's moments exist from here on, as before every later step
+    measured = peak_step_memory(run, batch, args)
+    paper = step_memory(config, args.batch_size, args.seq_len, half=dtype != "float32")
+    assert paper["peak"] - paper["weights_adamw"] == pytest.approx(measured, rel=0.02)
+
+
+def test_gpt2_memory_table_lists_every_size_and_grows_with_it():
+    out = bench("--memory_table", "--batch_size=8", "--block_size=512", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert [r["model"] for r in rows] == ["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"]
+    assert 124e6 < rows[0]["params"] < 125e6   # GPT-2 small: 124M with the position table cropped to 512
+    assert all(a["peak"] < b["peak"] for a, b in zip(rows, rows[1:]))
+    assert all(r["peak"] < r["peak_float32"] for r in rows)
