@@ -17,7 +17,6 @@ import argparse
 import copy
 import itertools
 import json
-import math
 import os
 import statistics
 import sys
@@ -28,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from iqlearn import iqlearn_loss
+from iqlearn import check_coefficients, iqlearn_loss
 from model import GPT, GPTConfig, pick_device, pick_dtype
 
 # Mirrors train.py's defaults (keep in sync): the built-in task's compact vocabulary of 366
@@ -81,8 +80,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--n_embd {args.n_embd} is not divisible by --n_head {args.n_head}")
     if args.warmup < 0:
         p.error(f"--warmup must be >= 0, got {args.warmup}")
-    if not (math.isfinite(args.lam) and args.lam >= 0):
-        p.error(f"--lam must be a finite number >= 0, got {args.lam}")
+    try:
+        check_coefficients(lam=args.lam)
+    except ValueError as e:
+        p.error(f"--lam: {e}")
     if args.peak_flops is not None and not args.peak_flops > 0:
         p.error(f"--peak_flops must be positive, got {args.peak_flops}")
     try:
