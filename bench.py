@@ -20,7 +20,6 @@ import argparse
 import copy
 import itertools
 import json
-import math
 import os
 import statistics
 import sys
@@ -31,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from iqlearn import iqlearn_loss
+from iqlearn import check_coefficients, iqlearn_loss
 from model import GPT, GPT2_SIZES, GPT2_VOCAB, GPTConfig, param_counts, pick_device, pick_dtype, step_memory
 
 # Mirrors train.py's defaults (keep in sync): the built-in task's compact vocabulary of 366
@@ -91,8 +90,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--n_embd {args.n_embd} is not divisible by --n_head {args.n_head}")
     if args.warmup < 0:
         p.error(f"--warmup must be >= 0, got {args.warmup}")
-    if not (math.isfinite(args.lam) and args.lam >= 0):
-        p.error(f"--lam must be a finite number >= 0, got {args.lam}")
+    try:
+        check_coefficients(lam=args.lam)
+    except ValueError as e:
+        p.error(f"--lam: {e}")
     if args.peak_flops is not None and not args.peak_flops > 0:
         p.error(f"--peak_flops must be positive, got {args.peak_flops}")
     try:

@@ -113,7 +113,7 @@ def open_annotation(text: str) -> str | None:
 
 
 class Calculator:
-    """model.generate's `forced` hook for one batch: keeps each row's text and, when a row has just
+    """model.generate's `forced` hook for one call: keeps each row's text and, when a row has just
     written `<<expr=`, returns the tokens of the result and `>>` for it to emit next; nothing where
     the calculator refuses (or the vocabulary cannot spell the result), so the model goes on."""
 

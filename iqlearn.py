@@ -69,12 +69,20 @@ class _SoftValueAndQ(torch.autograd.Function):
         return grad.to(logits.dtype), None
 
 
-def _check(logits: torch.Tensor, targets: torch.Tensor, gamma: float, done: torch.Tensor | None,
-           lam: float = 0.0) -> None:
+def check_coefficients(lam: float = 0.0, gamma: float = 1.0, alpha: float = 0.0) -> None:
+    """ValueError unless lam is a finite number >= 0 and gamma and alpha lie in [0, 1]: the one
+    range check of the objective's coefficients (the losses, train.py and toy_mdp.py use it)."""
     if not (math.isfinite(lam) and lam >= 0):
         raise ValueError(f"lam must be a finite number >= 0, got {lam}")
     if not 0.0 <= gamma <= 1.0:
         raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+
+
+def _check(logits: torch.Tensor, targets: torch.Tensor, gamma: float, done: torch.Tensor | None,
+           lam: float = 0.0) -> None:
+    check_coefficients(lam=lam, gamma=gamma)
     if logits.dim() != 3 or targets.shape != logits.shape[:2]:
         raise ValueError(f"logits must be [B, T, V] and targets [B, T]; got {tuple(logits.shape)} "
                          f"and {tuple(targets.shape)}")
@@ -168,8 +176,7 @@ def iqlearn_online_loss(expert_logits: torch.Tensor, expert_targets: torch.Tenso
     batch (its logits, the sampled tokens as targets, EOS as done) is sampled without gradient; at
     alpha = 0 this is exactly iqlearn_loss. Returns -J_on and detached statistics.
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    check_coefficients(alpha=alpha)
     _check(expert_logits, expert_targets, gamma, expert_done, lam)
     _check(policy_logits, policy_targets, gamma, policy_done)
     v_e, q_e, gv_e, act_e, td_e = transitions(expert_logits, expert_targets, gamma, expert_done,

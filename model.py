@@ -244,17 +244,33 @@ class GPT(nn.Module):
         itself = keys[None, None, :] == slots[None, :, None]
         return pos, (causal & (not_pad | itself)).unsqueeze(1)
 
+    def rows_per_batch(self) -> int:
+        """How many sequences to push through at once: a [rows, block_size, vocab] logits tensor of
+        at most 2^26 floats (256 MB), so a full 50k vocabulary gets small batches, a compact one large."""
+        return max(1, min(512, 2 ** 26 // (self.config.block_size * self.config.vocab_size)))
+
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, eos_id: int | None = None,
                  generator: torch.Generator | None = None,
                  forced: Callable[[int, int], list[int]] | None = None) -> list[list[int]]:
-        """Continue each prompt (a list of token ids) by up to max_new_tokens tokens, all prompts in
-        one batch. temperature 0 is greedy. A row stops after emitting eos_id (kept in its output)
-        or when the block is full. Returns the new tokens of each row.
+        """Continue each prompt (a list of token ids) by up to max_new_tokens tokens, rows_per_batch()
+        prompts at a time. temperature 0 is greedy. A row stops after emitting eos_id (kept in its
+        output) or when the block is full. Returns the new tokens of each row.
 
-        forced(row, token) is told every token a row emits and returns tokens the row must emit
-        next instead of its own choice (a calculator writing a result); each row queues them."""
+        forced(row, token) is told every token row `row` (its index in `prompts`) emits and returns
+        tokens the row must emit next instead of its own choice (a calculator writing a result);
+        each row queues them."""
+        n = self.rows_per_batch()
+        return [out for i in range(0, len(prompts), n)
+                for out in self._generate_batch(prompts[i:i + n], max_new_tokens, temperature, top_k, eos_id,
+                                                generator, forced, first_row=i)]
+
+    def _generate_batch(self, prompts: list[list[int]], max_new_tokens: int, temperature: float,
+                        top_k: int | None, eos_id: int | None, generator: torch.Generator | None,
+                        forced: Callable[[int, int], list[int]] | None, first_row: int) -> list[list[int]]:
+        """generate() for one batch, rows first_row.. of the whole: the prompts left-padded, decoded
+        together on one KV cache."""
         device = self.wte.weight.device
         idx, n_pad = left_pad(prompts, device)
         max_new_tokens = min(max_new_tokens, self.config.block_size - idx.size(1))
@@ -270,7 +286,7 @@ class GPT(nn.Module):
                 for row, queue in enumerate(queues):
                     if queue:
                         tokens[row] = queue.pop(0)
-                    queue += forced(row, tokens[row])
+                    queue += forced(first_row + row, tokens[row])
                 idx = torch.tensor(tokens, device=device)[:, None]
             out[:, step] = idx[:, 0]
             if eos_id is not None:

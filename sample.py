@@ -87,25 +87,8 @@ def temperatures(text: str) -> list[float]:
     return values
 
 
-def rows_per_batch(model: GPT) -> int:
-    """How many sequences to push through at once: a [rows, block_size, vocab] logits tensor of
-    at most 2^26 floats (256 MB), so a full 50k vocabulary gets small batches, a compact one large."""
-    return max(1, min(512, 2 ** 26 // (model.config.block_size * model.config.vocab_size)))
-
-
 # ----------------------------------------------------------------------------------------------
 # Decoding: sampling (model.generate, KV cache, batched) and beam search
-
-def generate(model: GPT, prompts: list[list[int]], max_new_tokens: int, temperature: float,
-             top_k: int | None, eos_id: int, generator: torch.Generator | None = None,
-             calculator: Vocab | None = None) -> list[list[int]]:
-    """model.generate over any number of prompts, a batch of rows_per_batch at a time. With a
-    vocabulary as `calculator`, a calculator writes the result of each `<<expr=` (calculator.py)."""
-    n = rows_per_batch(model)
-    return [out for i in range(0, len(prompts), n)
-            for out in model.generate(prompts[i:i + n], max_new_tokens, temperature, top_k, eos_id, generator,
-                                      forced=None if calculator is None else Calculator(calculator))]
-
 
 @torch.no_grad()
 def beam_search(model: GPT, prompts: list[list[int]], width: int, max_new_tokens: int,
@@ -153,7 +136,7 @@ def beam_search(model: GPT, prompts: list[list[int]], width: int, max_new_tokens
 
 def beam_search_all(model: GPT, prompts: list[list[int]], width: int, max_new_tokens: int,
                     eos_id: int) -> list[list[int]]:
-    n = max(1, rows_per_batch(model) // width)
+    n = max(1, model.rows_per_batch() // width)
     return [tokens for i in range(0, len(prompts), n)
             for tokens, _ in beam_search(model, prompts[i:i + n], width, max_new_tokens, eos_id)]
 
@@ -176,7 +159,7 @@ def score(model: GPT, prompts: list[list[int]], responses: list[list[int]], gamm
     """One forward pass over prompt + response per row. The input holds the response's last token
     too, so a response cut off without EOS still gets V(s_{t+1}) for its last reward."""
     device = next(model.parameters()).device
-    block, n = model.config.block_size, rows_per_batch(model)
+    block, n = model.config.block_size, model.rows_per_batch()
     out = []
     for i in range(0, len(prompts), n):
         rows = [p + r for p, r in zip(prompts[i:i + n], responses[i:i + n])]
@@ -339,12 +322,12 @@ def evaluate(model: GPT, vocab: Vocab, problems: list[Problem], checkable: bool,
     began, eos, prompts = time.time(), vocab.eos, [p.prompt for p in problems]
     references = score(model, prompts, [p.response for p in problems], gamma, eos)
     shared = {  # None (n/a) where answers are not checkable
-        "accuracy_greedy": accuracy(vocab, generate(model, prompts, args.max_new_tokens, 0.0, None, eos),
-                                    problems) if checkable else None,
+        "accuracy_greedy": accuracy(vocab, model.generate(prompts, args.max_new_tokens, temperature=0.0,
+                                                          eos_id=eos), problems) if checkable else None,
         "accuracy_beam": accuracy(vocab, beam_search_all(model, prompts, args.beam, args.max_new_tokens, eos),
                                   problems) if checkable else None,
-        "accuracy_greedy_calculator": accuracy(vocab, generate(
-            model, prompts, args.max_new_tokens, 0.0, None, eos, calculator=vocab), problems)
+        "accuracy_greedy_calculator": accuracy(vocab, model.generate(
+            prompts, args.max_new_tokens, temperature=0.0, eos_id=eos, forced=Calculator(vocab)), problems)
             if checkable and args.calculator else None,
         "nll": -sum(sum(s.logp) for s in references) / sum(len(s.logp) for s in references),
         "num_problems": len(problems), "num_samples": args.num_samples, "top_k": args.top_k,
@@ -364,8 +347,8 @@ def sampled(model: GPT, vocab: Vocab, problems: list[Problem], checkable: bool, 
     """The measurements of --num_samples samples per problem at one temperature."""
     S, eos = args.num_samples, vocab.eos
     repeated = [p for p in problems for _ in range(S)]   # problem i's samples are rows i*S .. i*S+S-1
-    samples = generate(model, [p.prompt for p in repeated], args.max_new_tokens, temperature, args.top_k,
-                       eos, generator)
+    samples = model.generate([p.prompt for p in repeated], args.max_new_tokens, temperature, args.top_k,
+                             eos, generator)
     texts = [text_of(vocab, s) for s in samples]
     ok = [checkable and correct(vocab, s, p) for s, p in zip(samples, repeated)]
     returns = [sum(s.reward) for s in score(model, [p.prompt for p in repeated], samples, gamma, eos)]
@@ -497,7 +480,7 @@ def run(args: argparse.Namespace) -> int:
     if args.beam:
         outputs = beam_search_all(model, prompts, args.beam, args.max_new_tokens, vocab.eos)
     else:
-        outputs = generate(model, prompts, args.max_new_tokens, temperature, args.top_k, vocab.eos, generator)
+        outputs = model.generate(prompts, args.max_new_tokens, temperature, args.top_k, vocab.eos, generator)
     if args.rewards:
         scored = score(model, prompts, outputs, gamma, vocab.eos)[0]
         show_rewards(vocab, prompts[0], outputs[0], scored, gamma, problems[0].reference)

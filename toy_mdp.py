@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
-from iqlearn import iqlearn_loss, iqlearn_online_loss
+from iqlearn import check_coefficients, iqlearn_loss, iqlearn_online_loss
 
 # --- the toy (fixed) ------------------------------------------------------------------------------
 MOVES = (-1, 0, 1)   # action a moves the position by MOVES[a] = a - 1
@@ -351,16 +351,21 @@ def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
     p.add_argument("--plot", metavar="FILE.png", help="draw P(goal) per method (needs matplotlib)")
     args = p.parse_args(argv)
     cfg = Config(**{f.name: getattr(args, f.name) for f in fields(Config)})
-    in_unit = (lambda x: 0.0 <= x <= 1.0, "in [0, 1]")
-    non_negative = (lambda x: math.isfinite(x) and x >= 0, "finite and >= 0")
     rules = {"seeds": (lambda x: x >= 2, ">= 2 (a standard error needs two)"),
              "n_expert": (lambda x: x >= 1, ">= 1"), "steps": (lambda x: x >= 0, ">= 0"),
-             "epsilon": in_unit, "alpha": in_unit, "stress_alpha": in_unit, "gamma": in_unit,
-             "lam": non_negative, "stress_lam": non_negative,
+             "epsilon": (lambda x: 0.0 <= x <= 1.0, "in [0, 1]"),
              "lr": (lambda x: math.isfinite(x) and x > 0, "finite and > 0")}
     for name, (ok, rule) in rules.items():
         if not ok(getattr(cfg, name)):
             p.error(f"--{name} must be {rule}, got {getattr(cfg, name)}")
+    # The objective's coefficients: iqlearn's own range check, naming our flag.
+    for name, coefficient in (("lam", {"lam": cfg.lam}), ("stress_lam", {"lam": cfg.stress_lam}),
+                              ("gamma", {"gamma": cfg.gamma}), ("alpha", {"alpha": cfg.alpha}),
+                              ("stress_alpha", {"alpha": cfg.stress_alpha})):
+        try:
+            check_coefficients(**coefficient)
+        except ValueError as e:
+            p.error(f"--{name}: {e}")
     return cfg, args
 
 

@@ -64,3 +64,7 @@ def test_generate_emits_forced_tokens_and_continues_as_the_model_would_on_that_t
     assert forced[0][:4] == plain[0][:2] + [41, 42]
     # After the forced tokens the row goes on as the model does from that text, run afresh.
     assert forced[0][4:] == model.generate([prompts[0] + forced[0][:4]], 8, temperature=0)[0]
+    # generate decodes rows_per_batch() prompts at a time: the hook still sees each row's own index
+    emitted.update({0: 0, 1: 0})
+    model.rows_per_batch = lambda: 1
+    assert model.generate(prompts, 12, temperature=0, forced=force_after_two) == forced

@@ -169,7 +169,7 @@ def test_an_unknown_init_from_says_what_it_takes(tmp_path, capsys):
 def test_the_cuda_memory_line_names_the_parts_and_warns_when_the_gpu_is_too_small(monkeypatch, capsys):
     # No GPU here: the line is what train.py prints on one, given the GPU's size.
     config = GPTConfig(vocab_size=50257, block_size=512, n_layer=12, n_head=12, n_embd=768, bias=True)
-    c = {"batch_size": 8, "mixin": 0.0, "block_size": 512}
+    c = train.TrainConfig(batch_size=8, mixin=0.0, block_size=512)
     need = step_memory(config, 8, 512, half=True)["peak"]
     for total, warned in [(80 * 2**30, False), (need - 1, True)]:
         monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=total))

@@ -233,11 +233,19 @@ def test_help_shows_every_flag_with_its_default():
     text = parser.format_help()
     flags = [a for a in parser._actions if a.dest != "help"]
     assert text.count("(default:") == len(flags)
-    assert train.parse_config(["--lambda=0.25"])[0]["lam"] == train.parse_config(["--lambda", "0.25"])[0]["lam"] == 0.25
+    assert train.parse_config(["--lambda=0.25"])[0].lam == train.parse_config(["--lambda", "0.25"])[0].lam == 0.25
+
+
+def test_parse_config_reports_exactly_the_flags_given():
+    config, given = train.parse_config(["--lambda", "0", "--n_layer=2", "--value_head"])
+    assert given == {"lam", "n_layer", "value_head"}
+    assert (config.lam, config.n_layer, config.value_head) == (0.0, 2, True)
+    assert config.gamma == train.TrainConfig().gamma  # not given: the default
+    assert train.parse_config([]) == (train.TrainConfig(), set())
 
 
 def test_lr_schedule_warms_up_then_decays_to_min_lr():
-    c = {"learning_rate": 1.0, "min_lr": 0.1, "warmup_iters": 10, "max_iters": 110, "lr_decay_iters": None}
+    c = train.TrainConfig(learning_rate=1.0, min_lr=0.1, warmup_iters=10, max_iters=110, lr_decay_iters=None)
     lrs = [train.lr_at(it, c) for it in range(200)]
     assert lrs[0] == 0.1 and lrs[9] == 1.0
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
