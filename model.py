@@ -21,6 +21,7 @@ Prompts of different lengths are left-padded; the cache records how many pad tok
 and attention never looks at them.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -415,7 +416,7 @@ def param_counts(config: GPTConfig) -> dict[str, int]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Checkpoints: one file, written atomically, read back with a clear error when it is not one.
+# Checkpoints: one file, written atomically and durably, read back with a clear error when it is not one.
 
 class CheckpointError(ValueError):
     """A missing, unreadable or incomplete checkpoint."""
@@ -425,11 +426,29 @@ CHECKPOINT_KEYS = ("model", "model_args", "config", "vocab", "iter_num")
 
 
 def save_checkpoint(checkpoint: dict, path: str) -> None:
-    """Write to a temporary file, then rename over `path`: a crash mid-write never leaves a
-    half-written checkpoint, and the previous one survives until the new one is complete."""
+    """Write to a temporary file, fsync it, rename it over `path`, then fsync the directory.
+
+    The rename is atomic: a reader (sample.py) opens either the previous file or the new one, never
+    a part, and a crash mid-write leaves the previous one. The fsyncs make it durable: without the
+    first, a power loss soon after the rename can leave an empty or truncated file under the new
+    name; without the second, the rename itself may not survive. A failed write (disk full,
+    permission denied) removes the temporary file and raises OSError; `path` is untouched."""
     tmp = path + ".tmp"
-    torch.save(checkpoint, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # OSError, or an interrupt: never leave a partial file behind
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def load_checkpoint(path: str, device: str = "cpu") -> dict:

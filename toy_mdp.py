@@ -215,10 +215,10 @@ def train(mdp: MDP, expert_states: torch.Tensor, expert_actions: torch.Tensor, c
                 weights = transition_weights(mdp, pi_run)
             # x len / S: each seed's policy rows count as much as its expert rows (1/S of a mean).
             p_logits = weight_rows(table[p_states], weights * len(weights) / S)
-            loss, _ = iqlearn_online_loss(table[e_states], e_actions, p_logits, p_actions, alpha,
-                                          lam, cfg.gamma, e_done, p_done)
+            loss, _ = iqlearn_online_loss(table[e_states], e_actions, p_logits, p_actions, alpha=alpha,
+                                          lam=lam, gamma=cfg.gamma, expert_done=e_done, policy_done=p_done)
         else:
-            loss, _ = iqlearn_loss(table[e_states], e_actions, lam, cfg.gamma, e_done)
+            loss, _ = iqlearn_loss(table[e_states], e_actions, lam=lam, gamma=cfg.gamma, done=e_done)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -6,18 +6,21 @@
     python train.py --init_from gpt2 --data gsm8k/train.jsonl --block_size 512   # fine-tune GPT-2
     torchrun --standalone --nproc_per_node=4 train.py --lambda 0.5   # DDP
 
-Every flag and its default: python train.py --help. A run writes out_dir/ckpt.pt (at each eval and
-at the end, atomically) and appends its eval numbers to out_dir/log.jsonl; --resume continues it.
+Every flag and its default: python train.py --help. A run writes out_dir/ckpt.pt (at each eval, at
+the end and when stopped, atomically and durably), appends its eval numbers to out_dir/log.jsonl,
+and holds out_dir/train.lock while it runs; --resume continues it. SIGINT (Ctrl-C) and SIGTERM
+(SLURM, Kubernetes, `timeout`) save at the next iteration boundary and exit 130 and 143.
 
 The file reads top to bottom: the configuration (one dataclass, its flags derived from it), devices
-and processes, the loss and evaluation, checkpoints, then the run itself: `setup` turns the
-configuration into a model, optimizer, data and starting state, `train_step` is one iteration, and
-`train_loop` calls it, evaluates and saves.
+and processes, the loss and evaluation, the run's state, checkpoints and out_dir lock, then the run
+itself: `setup` turns the configuration into a model, optimizer, data and starting state,
+`train_step` is one iteration, and `train_loop` calls it, evaluates and saves.
 """
 
 import argparse
 import contextlib
 import dataclasses
+import fcntl
 import json
 import math
 import os
@@ -70,7 +73,8 @@ class TrainConfig:
     n_head: int = knob(8, "attention heads")
     n_embd: int = knob(256, "width of the residual stream")
     dropout: float = knob(0.0, "dropout probability while training")
-    value_head: bool = knob(False, "add a scalar value head: Q = logits + v(h), so the TD term need not bend the policy")
+    value_head: bool = knob(False, "add a scalar value head: Q = logits + v(h), so the TD term need not "
+                                   "bend the policy")
     # optimisation
     max_iters: int = knob(1200, "total iterations (a resumed run continues to it)")
     lr_decay_iters: int | None = knob(None, "length of the cosine schedule; default max_iters")
@@ -85,6 +89,7 @@ class TrainConfig:
     eval_interval: int = knob(200, "evaluate and checkpoint every this many iterations")
     eval_iters: int = knob(10, "val batches per evaluation")
     eval_problems: int = knob(200, "val problems for greedy accuracy")
+    keep_best: bool = knob(False, "also write out_dir/best.pt at each evaluation whose val loss is the lowest yet")
     out_dir: str = knob("out", "where ckpt.pt and log.jsonl go")
     resume: bool = knob(False, "continue from out_dir/ckpt.pt")
     init_from: str | None = knob(None, "start from these weights: a ckpt.pt (e.g. an MLE model), or GPT-2: "
@@ -256,6 +261,16 @@ def print_step_memory(model: GPT, c: TrainConfig, device: str, dtype: torch.dtyp
               "the batch) or --block_size", file=sys.stderr)
 
 
+def agreed(values: list[float], device: str, world: int) -> list[float]:
+    """Each value's maximum over all processes, by one all-reduce: every process then takes the same
+    branch (one that stopped alone would leave the others waiting in their next collective)."""
+    if world == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.tolist()
+
+
 def autocast(device: str, dtype: torch.dtype):
     if dtype == torch.float32:
         return contextlib.nullcontext()
@@ -391,6 +406,10 @@ def checkpoint_path(out_dir: str) -> str:
     return os.path.join(out_dir, "ckpt.pt")
 
 
+def best_path(out_dir: str) -> str:
+    return os.path.join(out_dir, "best.pt")
+
+
 def checkpoint_state(run: Run, state: State) -> dict:
     return {
         "model": run.raw_model.state_dict(), "optimizer": run.optimizer.state_dict(),
@@ -417,6 +436,83 @@ def restore(checkpoint: dict, optimizer, scaler, batches: Batches) -> State:
     policy = checkpoint["policy_batches"] and [[Item(np.array(t), n, done) for t, n, done in micro]
                                                for micro in checkpoint["policy_batches"]]
     return State(checkpoint["iter_num"], checkpoint["best_val_loss"], policy)
+
+
+def save(run: Run, state: State, also_best: bool = False) -> bool:
+    """Rank 0 writes ckpt.pt (and best.pt) with model.save_checkpoint; every process returns whether
+    that worked. A failed write says why in one line; the previous files stay as they were."""
+    failed = False
+    if run.rank == 0:
+        checkpoint = checkpoint_state(run, state)
+        for path in [checkpoint_path(run.config.out_dir)] + [best_path(run.config.out_dir)] * also_best:
+            try:
+                save_checkpoint(checkpoint, path)
+            except OSError as e:
+                print(f"error: could not write {path} at iter {state.iter_num} ({e.strerror or e}); the "
+                      "previous one is kept; stopping: make room or fix permissions, then --resume", file=sys.stderr)
+                failed = True
+                break
+    return not agreed([float(failed)], run.device, run.world)[0]
+
+
+class OutDirLock:
+    """An exclusive flock on out_dir/train.lock, which names the holder's pid, for the life of a run.
+    The OS releases a flock when its process ends, however it ends, so a crash never leaves a stale
+    lock; release() also removes the file."""
+
+    def __init__(self, out_dir: str):
+        self.path = os.path.join(out_dir, "train.lock")
+        try:
+            os.makedirs(out_dir, exist_ok=True)
+            self._lock(out_dir)
+            os.ftruncate(self.fd, 0)
+            os.write(self.fd, f"{os.getpid()}\n".encode())
+        except OSError as e:  # not a folder, no permission, a filesystem without locks
+            raise DataError(f"cannot lock --out_dir {out_dir} ({e.strerror or e})") from None
+
+    def _lock(self, out_dir: str) -> None:
+        while True:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)  # no truncation: a holder's pid stays
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(self.fd, 32).decode().strip() or "unknown"
+                os.close(self.fd)
+                raise DataError(f"{out_dir} is in use by another run (pid {holder}); wait for it to end "
+                                "or choose another --out_dir") from None
+            if self._still_there():
+                return
+            os.close(self.fd)  # its holder removed the file between our open and our lock: lock the new one
+
+    def _still_there(self) -> bool:
+        try:
+            return os.path.samestat(os.fstat(self.fd), os.stat(self.path))
+        except FileNotFoundError:
+            return False
+
+    def release(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.path)  # while holding it: a run that opened this file sees it gone and retries
+        os.close(self.fd)
+
+
+@contextlib.contextmanager
+def holding_out_dir(out_dir: str, rank: int, world: int, device: str):
+    """Rank 0 holds out_dir's lock while the block runs. If another run holds it, every process
+    raises DataError (rank 0's names that run's pid) before anything in out_dir is touched."""
+    lock, error = None, None
+    if rank == 0:
+        try:
+            lock = OutDirLock(out_dir)
+        except DataError as e:
+            error = e
+    if agreed([float(error is not None)], device, world)[0]:
+        raise error or DataError(f"{out_dir} is in use by another run (rank 0 names it)")
+    try:
+        yield
+    finally:
+        if lock:
+            lock.release()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -468,6 +564,29 @@ def setup(c: TrainConfig, resumed: dict | None, source: dict | None, rank: int, 
     return Run(c, dataset, raw_model, model, optimizer, scaler, batches, device, dtype, rank, world), state
 
 
+class StopSignals:
+    """SIGINT (Ctrl-C) and SIGTERM (how SLURM, Kubernetes, `timeout` and cloud preemption stop a job)
+    only note the first signal's number; train_step shares it with every process and the loop saves
+    at that iteration boundary and exits with 128 + the number (130, 143). The handler does nothing
+    else, so a second signal while the checkpoint is written cannot interrupt the write (SIGKILL
+    still can; the temporary file and rename keep the previous checkpoint whole). On leaving the
+    `with` block the previous handlers come back."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self) -> "StopSignals":
+        self.signum = 0
+        self.previous = {s: signal.signal(s, self._note) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+    def _note(self, signum, frame) -> None:
+        self.signum = self.signum or signum
+
+
 @dataclass
 class Step:
     """What one iteration reports: the progress bar's numbers, its timing, and whether it updated."""
@@ -479,7 +598,9 @@ class Step:
     tokens_per_s: float
     seconds: float
     sample_seconds: float
-    finite: bool  # False: the loss was not finite on some process, and no process took the step
+    # What all processes agreed on (one all-reduce per iteration):
+    non_finite: bool  # the loss was not finite on some process, and no process took the step
+    signum: int       # a stop signal some process received (0: none); the step was taken
 
 
 def accumulate_gradients(run: Run, experts: list[list[Item]], policy: list[list[Item]] | None
@@ -496,10 +617,12 @@ def accumulate_gradients(run: Run, experts: list[list[Item]], policy: list[list[
     return means, n_tokens
 
 
-def train_step(run: Run, state: State) -> Step:
+def train_step(run: Run, state: State, stop: StopSignals) -> Step:
     """One iteration: set the learning rate, sample a policy batch (online, every sample_every
     iterations), accumulate gradients over grad_accum micro-batches, clip, and take the optimizer
-    step, unless the loss is not finite on some process: then no process takes it."""
+    step, unless the loss is not finite on some process: then no process takes it. The stop signal
+    this process has received by then (stop.signum, 0: none) rides on the same all-reduce as the
+    non-finite check, so every process learns of a stop at the same iteration."""
     c, t_start = run.config, time.time()
     lr = lr_at(state.iter_num, c)
     for group in run.optimizer.param_groups:
@@ -516,11 +639,8 @@ def train_step(run: Run, state: State) -> Step:
         grad_norm = torch.nn.utils.clip_grad_norm_(run.raw_model.parameters(), c.grad_clip)
     else:
         grad_norm = torch.zeros(())
-    bad = torch.tensor(float(not torch.isfinite(means[0])), device=run.device)
-    if run.world > 1:  # every process must take the same branch, or the others hang in all-reduce
-        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-    finite = not bad.item()
-    if finite:
+    non_finite, signum = agreed([float(not torch.isfinite(means[0])), float(stop.signum)], run.device, run.world)
+    if not non_finite:
         run.scaler.step(run.optimizer)
         run.scaler.update()
         run.optimizer.zero_grad(set_to_none=True)
@@ -528,7 +648,7 @@ def train_step(run: Run, state: State) -> Step:
     seconds = time.time() - t_start
     loss, nll, td = means.tolist()
     return Step(loss, nll, td, lr, float(grad_norm), n_tokens * run.world / max(seconds, 1e-9), seconds,
-                sample_seconds, finite)
+                sample_seconds, bool(non_finite), int(signum))
 
 
 @dataclass
@@ -563,73 +683,83 @@ def log_evaluation(run: Run, state: State, timing: Timing) -> dict:
     return result
 
 
-class StopRequest:
-    """Ctrl-C sets a flag; the loop checks it between iterations, saves and exits."""
-
-    def __init__(self):
-        self.requested = False
-        signal.signal(signal.SIGINT, self._handle)
-
-    def _handle(self, signum, frame):
-        self.requested = True
+def stop_line(bar: tqdm, message: str) -> None:
+    """The run's last line, on stderr, under the closed progress bar."""
+    bar.close()
+    print(message, file=sys.stderr)
 
 
-def train_loop(run: Run, state: State) -> int:
+def train_loop(run: Run, state: State, stop: StopSignals) -> int:
     """Train to max_iters, evaluating and saving every eval_interval iterations and at the end.
-    Returns the exit code: 0 done, 130 stopped by Ctrl-C (saved), 1 a non-finite loss (not saved)."""
+    Returns the exit code: 0 done; 128 + signal number when stopped by SIGINT or SIGTERM (saved at
+    the iteration it stopped, without evaluating); 1 on a non-finite loss (the update is not taken
+    and not saved) or a failed save (the previous checkpoint is kept)."""
     c, master, ckpt_path = run.config, run.rank == 0, checkpoint_path(run.config.out_dir)
-    stop, timing = StopRequest(), Timing()
+    timing = Timing()
     with tqdm(total=c.max_iters, initial=state.iter_num, disable=not master, dynamic_ncols=True) as bar:
         while state.iter_num < c.max_iters:
-            if stop.requested:
+            step = train_step(run, state, stop)
+            if step.non_finite:
                 if master:
-                    save_checkpoint(checkpoint_state(run, state), ckpt_path)
-                    bar.close()
-                    print(f"interrupted at iter {state.iter_num}; saved {ckpt_path}; --resume continues",
-                          file=sys.stderr)
-                return 130
-            step = train_step(run, state)
-            if not step.finite:
-                if master:
-                    bar.close()
-                    print(f"error: the loss is not finite at iter {state.iter_num}; stopping (the last checkpoint "
-                          f"in {c.out_dir} is from before this); try a lower --learning_rate", file=sys.stderr)
+                    stop_line(bar, f"error: the loss is not finite at iter {state.iter_num}; stopping (the last "
+                                   f"checkpoint in {c.out_dir} is from before this); try a lower --learning_rate")
                 return 1
             timing.add(step)
             bar.update(1)
             bar.set_postfix(loss=f"{step.loss:.3f}", nll=f"{step.nll:.3f}", td=f"{step.td:.3f}", lr=f"{step.lr:.1e}",
                             gnorm=f"{step.grad_norm:.2f}", tok_s=f"{step.tokens_per_s:.0f}", refresh=False)
-            if master and (state.iter_num % c.eval_interval == 0 or state.iter_num == c.max_iters):
-                result = log_evaluation(run, state, timing)
-                state.best_val_loss = min(state.best_val_loss, result["val_loss"])
+            if step.signum:  # save first: a preempted job has seconds, the evaluation can wait
+                if not save(run, state):
+                    return 1
+                if master:
+                    stop_line(bar, f"stopped by {signal.Signals(step.signum).name} at iter {state.iter_num}; "
+                                   f"saved {ckpt_path}; --resume continues")
+                return 128 + step.signum
+            if state.iter_num % c.eval_interval == 0 or state.iter_num == c.max_iters:
+                improved = False
+                if master:
+                    result = log_evaluation(run, state, timing)
+                    improved = result["val_loss"] < state.best_val_loss
+                    state.best_val_loss = min(state.best_val_loss, result["val_loss"])
                 timing = Timing()
-                save_checkpoint(checkpoint_state(run, state), ckpt_path)
+                if not save(run, state, also_best=improved and c.keep_best):
+                    return 1
     return 0
 
 
+def announce(run: Run, state: State, resumed: bool) -> None:
+    """Rank 0's first line: model, data, device (on CUDA, a step's memory); a fresh run also starts a
+    fresh log."""
+    c, dataset = run.config, run.dataset
+    if not resumed:
+        open(os.path.join(c.out_dir, "log.jsonl"), "w").close()
+    print(f"{'resuming at iter ' + str(state.iter_num) if resumed else 'training'}: "
+          f"{run.raw_model.num_params() / 1e6:.2f}M params, vocab {dataset.vocab.size}, "
+          f"{len(dataset.train)} train / {len(dataset.val)} val examples ({dataset.n_dropped} "
+          f"too long, dropped), device {run.device}, {str(run.dtype)[6:]}, lambda {c.lam}, {run.world} process(es)")
+    if c.mixin > 0 and c.gamma == 1:
+        # Over a finished episode, sum_t (V(s_t) - V(s_t+1)) = V(s0) for expert and policy
+        # alike (same prompt), so at gamma = 1 the online value term all but cancels.
+        print("note: with --gamma 1 the online value term nearly cancels (both sides sum to "
+              "V(s0)); use --gamma < 1, e.g. 0.9, for its signal", file=sys.stderr)
+    if run.device.startswith("cuda"):
+        print_step_memory(run.raw_model, c, run.device, run.dtype)
+
+
 def train(argv: list[str] | None = None) -> int:
-    """The whole run: configuration, processes, starting point, setup, the loop. Returns the exit code."""
+    """The whole run: configuration, processes, the out_dir lock, starting point, setup, the loop.
+    Stop signals are noted from the start, so one that arrives during setup stops the run after its
+    first iteration, saved. Returns the exit code."""
     c, given = parse_config(argv)
     check_config(c)
-    rank, world, device = setup_distributed(c.device)
-    c, resumed, source = starting_point(c, given)
-    run, state = setup(c, resumed, source, rank, world, device)
-    if rank == 0:
-        os.makedirs(c.out_dir, exist_ok=True)
-        if not resumed:  # a fresh run starts a fresh log
-            open(os.path.join(c.out_dir, "log.jsonl"), "w").close()
-        print(f"{'resuming at iter ' + str(state.iter_num) if resumed else 'training'}: "
-              f"{run.raw_model.num_params() / 1e6:.2f}M params, vocab {run.dataset.vocab.size}, "
-              f"{len(run.dataset.train)} train / {len(run.dataset.val)} val examples ({run.dataset.n_dropped} "
-              f"too long, dropped), device {device}, {str(run.dtype)[6:]}, lambda {c.lam}, {world} process(es)")
-        if c.mixin > 0 and c.gamma == 1:
-            # Over a finished episode, sum_t (V(s_t) - V(s_t+1)) = V(s0) for expert and policy
-            # alike (same prompt), so at gamma = 1 the online value term all but cancels.
-            print("note: with --gamma 1 the online value term nearly cancels (both sides sum to "
-                  "V(s0)); use --gamma < 1, e.g. 0.9, for its signal", file=sys.stderr)
-        if device.startswith("cuda"):
-            print_step_memory(run.raw_model, c, device, dtype=run.dtype)
-    return train_loop(run, state)
+    with StopSignals() as stop:
+        rank, world, device = setup_distributed(c.device)
+        with holding_out_dir(c.out_dir, rank, world, device):  # before anything in out_dir is read or written
+            c, resumed, source = starting_point(c, given)
+            run, state = setup(c, resumed, source, rank, world, device)
+            if rank == 0:
+                announce(run, state, resumed is not None)
+            return train_loop(run, state, stop)
 
 
 def main(argv: list[str] | None = None) -> int:
