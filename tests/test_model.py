@@ -39,9 +39,14 @@ def test_lm_head_is_tied_to_token_embedding():
     model = tiny()
     assert model.lm_head.weight is model.wte.weight
     assert model.lm_head.weight.data_ptr() == model.wte.weight.data_ptr()
-    n_unique = sum(p.numel() for p in model.parameters())
-    assert n_unique == model.num_params(non_embedding=False)
-    assert model.num_params() == n_unique - model.wpe.weight.numel()
+    # Counted from the architecture, not from the module: token table V*C and position table B*C
+    # (the tied head adds nothing), then per block two LayerNorm weights (2C, no biases), q/k/v and
+    # the attention projection (3C*C + C*C) and the MLP (4C*C twice), then the final LayerNorm.
+    V, B, L, C = 37, 16, 2, 16
+    total = V * C + B * C + L * (2 * C + 4 * C * C + 8 * C * C) + C
+    assert total == 7072
+    assert model.num_params(non_embedding=False) == total
+    assert model.num_params() == total - B * C  # the position table left out, as in the 6N rule
 
 
 def test_gpt2_init_scales_residual_projections():
