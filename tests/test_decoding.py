@@ -233,3 +233,13 @@ def test_evaluate_self_bleu_correct_uses_only_the_right_samples():
     assert m["self_bleu_correct"] == 1.0
     # 1, 1 for Q's copies; 'so 7' against 'so 8' and back: (1/2 * 1/2)^(1/4) each
     assert m["self_bleu"] == pytest.approx((2 + 2 * 0.5 ** 0.5) / 4)
+
+
+def test_generate_runs_until_every_row_has_ended_and_cuts_each_after_eos():
+    # Q ends at once; R says 'so #### EOS'; a batch waits for its slowest row, and the rows that
+    # ended early keep nothing after their EOS
+    model = TableLM({Q: {EOS: 1.0}, R: {SO: 1.0}, SO: {HASH: 1.0}, HASH: {EOS: 1.0}, EOS: {SEVEN: 1.0}})
+    assert model.generate([[Q], [R, R], [R]], 8, temperature=0, eos_id=EOS) == [[EOS], [SO, HASH, EOS], [SO, HASH, EOS]]
+    assert model.generate([[R]], 2, temperature=0, eos_id=EOS) == [[SO, HASH]]           # the budget
+    assert model.generate([[Q]], 3, temperature=0) == [[EOS, SEVEN, EOS]]  # no eos_id: no stop (after 7: uniform, argmax 0)
+    assert model.generate([[R] * 15], 8, temperature=0, eos_id=EOS) == [[SO]]          # the block (16)

@@ -149,7 +149,7 @@ def test_implicit_rewards_match_definition_and_td():
     torch.testing.assert_close(stats["reward_mean"], expected[is_td].mean())
 
 
-def test_rewards_without_done_treat_every_next_state_as_computed():
+def test_implicit_rewards_without_done_treat_every_next_state_as_computed():
     # done=None: no terminals, so row 0's EOS position uses V of the (padding) position after it
     logits, targets, _ = random_batch(seed=12)
     r = implicit_rewards(logits, targets, gamma=0.5)

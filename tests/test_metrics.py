@@ -84,7 +84,7 @@ def slow_spearman(x, y):
     return cov / (sx * sy)
 
 
-def test_average_ranks_of_unsorted_values_with_several_runs_of_ties():
+def test_spearman_average_ranks_of_unsorted_values_with_several_runs_of_ties():
     assert sample.average_ranks([3, 1, 3, 2, 3]) == [4, 1, 4, 2, 4]
     assert sample.average_ranks([5.0, 5.0, 1.0, 1.0]) == [3.5, 3.5, 1.5, 1.5]
     assert sample.average_ranks([2]) == [1]
