@@ -202,6 +202,7 @@ def test_batches_visit_every_item_once_per_epoch_across_epoch_boundaries():
     assert sorted(int(it.tokens[0]) for it in r0.next() + r1.next()) == list(range(10))
     with pytest.raises(DataError, match="processes"):
         Batches(items[:1], 4, seed=0, world=2)
+    assert len(Batches(items[:2], 1, seed=0, rank=1, world=2).next()) == 1   # one item per process is enough
 
 
 def test_answer_extraction_edge_cases():
