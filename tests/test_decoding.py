@@ -11,8 +11,8 @@ import data
 import sample
 from model import GPT, GPTConfig, KVCache
 
-WORDS = ["<eos>", "####", "7", "8", "so", "Q", "R"]
-EOS, HASH, SEVEN, EIGHT, SO, Q, R = range(len(WORDS))
+WORDS = ["<eos>", "####", "7", "8", "so", "Q", "R", "a", "b", "c"]
+EOS, HASH, SEVEN, EIGHT, SO, Q, R, A, B, C = range(len(WORDS))
 EPS = 1e-12  # "impossible": never sampled, and log(EPS) is a number, not -inf
 
 
@@ -67,6 +67,17 @@ def test_beam_search_normalises_by_length():
     (capped, _), = sample.beam_search(TableLM({Q: {EOS: .51, SO: .49}, SO: {HASH: .99, EOS: .01},
                                                HASH: {EOS: .99, SEVEN: .01}}, block_size=4), [[R, Q]], 2, 50, EOS)
     assert capped == [SO, HASH]
+
+
+def test_beam_search_prunes_by_normalised_score():
+    # Width 3. After two steps the beam holds [a, c] and [a, 7] (-0.69 per token) and [b, ####]
+    # (-0.80), and drops [EOS] (-1.20 per token, though its total -1.20 is the largest). [b, ####,
+    # EOS] then wins at -0.54 per token; every path through a stays at -0.69. Pruning by total
+    # log-probability would have kept [EOS] and dropped [b, ####] at step two.
+    model = TableLM({Q: {A: .5, EOS: .3, B: .2}, A: {C: .5, SEVEN: .5}, C: {EOS: .5, EIGHT: .5},
+                     SEVEN: {EOS: .5, EIGHT: .5}, EIGHT: {EOS: .5, EIGHT: .5}, B: {HASH: 1.0}, HASH: {EOS: 1.0}})
+    (best, logp), = sample.beam_search(model, [[Q]], 3, 6, EOS)
+    assert best == [B, HASH, EOS] and logp == pytest.approx(math.log(.2), abs=1e-5)
 
 
 def test_beam_search_keeps_a_finished_beam_at_its_final_score():
@@ -227,7 +238,7 @@ def test_evaluate_self_bleu_correct_uses_only_the_right_samples():
     model = TableLM({Q: {HASH: 1.0}, HASH: {SEVEN: 1.0}, SEVEN: {EOS: 1.0}, R: {SO: 1.0},
                      SO: {SEVEN: .5, EIGHT: .5}, EIGHT: {EOS: 1.0}})
     problems = [sample.Problem([Q], [HASH, SEVEN, EOS], "#### 7"), sample.Problem([R], [SO, EIGHT, EOS], "#### 7")]
-    m = sample.evaluate(model, Words(), problems, True, eval_args(2), 1.0, torch.Generator().manual_seed(1))
+    m = sample.evaluate(model, Words(), problems, True, eval_args(2), 1.0, torch.Generator().manual_seed(4))
     assert m["distinct_2"] == (1 / 2 + 2 / 2) / 2   # R's group: 'so 7' and 'so 8'
     assert m["accuracy_sample"] == 0.5
     assert m["self_bleu_correct"] == 1.0
