@@ -254,3 +254,4 @@ def test_generate_runs_until_every_row_has_ended_and_cuts_each_after_eos():
     assert model.generate([[R]], 2, temperature=0, eos_id=EOS) == [[SO, HASH]]           # the budget
     assert model.generate([[Q]], 3, temperature=0) == [[EOS, SEVEN, EOS]]  # no eos_id: no stop (after 7: uniform, argmax 0)
     assert model.generate([[R] * 15], 8, temperature=0, eos_id=EOS) == [[SO]]          # the block (16)
+    assert model.generate([[R] * 16], 8, temperature=0, eos_id=EOS) == [[]]            # a full block: nothing
