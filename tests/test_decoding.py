@@ -155,6 +155,8 @@ def test_reward_viewer_puts_each_number_in_its_own_row(words_vocab, capsys):
     out = capsys.readouterr().out
     rows = viewer_rows(out)
     assert len(rows["token"]) > 1                                    # width 40: it wrapped
+    table_lines = [line for line in out.splitlines() if line[:8].strip() in rows]
+    assert max(len(line) for line in table_lines) <= 40 < max(len(line) for line in table_lines) + 8
     for name in rows:                                                # the blocks line up
         assert [len(b) for b in rows[name]] == [len(b) for b in rows["token"]], name
     cells = {name: sum(blocks, []) for name, blocks in rows.items()}
