@@ -228,12 +228,13 @@ def test_sample_next_greedy_temperature_and_top_k():
     logits = torch.tensor([[0.0, math.log(3.0), -1.0], [2.0, 0.0, 1.0]])
     assert sample_next(logits, 0, None, None).tolist() == [[1], [0]]
     g = torch.Generator().manual_seed(0)
-    draws = torch.cat([sample_next(logits, 1.0, None, g) for _ in range(3000)], 1)
+    many = logits.repeat(3000, 1)                 # rows 0, 2, 4, ... are row 0: 3000 draws each
+    draws = sample_next(many, 1.0, None, g).view(3000, 2).T
     # row 0 at temperature 1: p = (1, 3, e^-1) / (4 + e^-1); at temperature 0.5 the odds square
     p1 = 3 / (4 + math.exp(-1))
     assert abs((draws[0] == 1).float().mean().item() - p1) < 0.03
-    cold = torch.cat([sample_next(logits, 0.5, None, g) for _ in range(3000)], 1)
+    cold = sample_next(many, 0.5, None, g).view(3000, 2).T
     assert abs((cold[0] == 1).float().mean().item() - 9 / (10 + math.exp(-2))) < 0.03
-    top2 = torch.cat([sample_next(logits, 1.0, 2, g) for _ in range(500)], 1)
+    top2 = sample_next(many, 1.0, 2, g).view(3000, 2).T
     assert set(top2[0].tolist()) == {0, 1} and set(top2[1].tolist()) == {0, 2}
-    assert abs((top2[0] == 1).float().mean().item() - 0.75) < 0.06   # renormalised over the two
+    assert abs((top2[0] == 1).float().mean().item() - 0.75) < 0.03   # renormalised over the two
