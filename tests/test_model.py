@@ -208,6 +208,9 @@ def test_cache_reorder_copies_rows_and_their_padding():
         layer.extend(torch.arange(3.0).view(3, 1, 1, 1).expand(3, 1, 2, 1).clone(), torch.arange(3.0).view(3, 1, 1, 1).expand(3, 1, 2, 1) + 10)
     cache.reorder(torch.tensor([2, 0, 0]))
     assert cache.n_pad.tolist() == [2, 0, 0]
+    empty = KVCache(2, 4, torch.tensor([0, 3]))  # before any forward: only the padding moves
+    empty.reorder(torch.tensor([1, 0]))
+    assert empty.n_pad.tolist() == [3, 0] and all(layer.k is None for layer in empty.layers)
     for layer in cache.layers:
         assert layer.k[:, 0, :2, 0].tolist() == [[2, 2], [0, 0], [0, 0]]
         assert layer.v[:, 0, :2, 0].tolist() == [[12, 12], [10, 10], [10, 10]]
