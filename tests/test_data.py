@@ -175,3 +175,41 @@ def test_answer_checking():
     assert not data.is_correct("#### 8", "#### 7")
     assert not data.is_correct("the answer is 7", "#### 7")
     assert data.extract_answer("#### 3\n#### -4.5") == -4.5
+
+
+def test_collate_masks_by_hand():
+    EOS = 9
+    pair = data.Item(np.array([1, 2, 3, 4, EOS]), 2, True)     # prompt 1 2, response 3 4, EOS
+    short = data.Item(np.array([5, 6, EOS]), 1, True)          # ends early: padding after its EOS
+    window = data.Item(np.array([7, 8, 7, 8, 7]), 0, False)    # running text filling the batch
+    x, y, done = collate([pair, short, window], pad_id=0)
+    assert x.tolist() == [[1, 2, 3, 4], [5, 6, 0, 0], [7, 8, 7, 8]]
+    assert y.tolist() == [[IGNORE, 3, 4, EOS], [6, EOS, IGNORE, IGNORE], [8, 7, 8, 7]]
+    assert done.tolist() == [[False, False, False, True], [False, True, False, False], [False] * 4]
+    x, y, done = collate([data.Item(np.array([1, 2]), 1, True)], pad_id=5)   # no response, just EOS
+    assert x.tolist() == [[1]] and y.tolist() == [[2]] and done.tolist() == [[True]]
+
+
+def test_batches_visit_every_item_once_per_epoch_across_epoch_boundaries():
+    items = [data.Item(np.array([i]), 0, False) for i in range(10)]
+    stream = Batches(items, 4, seed=5)
+    seen = [int(it.tokens[0]) for _ in range(5) for it in stream.next()]  # 20 = two epochs
+    assert len(seen) == 20 and sorted(seen[:10]) == sorted(seen[10:]) == list(range(10))
+    assert seen[:10] != seen[10:]                     # a fresh order each epoch
+    assert stream.state_dict() == {"epoch": 1, "cursor": 10}  # the next epoch starts on the next call
+    # two ranks split each epoch's order between them: together they cover it exactly once
+    r0, r1 = Batches(items, 5, seed=1, rank=0, world=2), Batches(items, 5, seed=1, rank=1, world=2)
+    assert sorted(int(it.tokens[0]) for it in r0.next() + r1.next()) == list(range(10))
+    with pytest.raises(DataError, match="processes"):
+        Batches(items[:1], 4, seed=0, world=2)
+    assert len(Batches(items[:2], 1, seed=0, rank=1, world=2).next()) == 1   # one item per process is enough
+
+
+def test_answer_extraction_edge_cases():
+    assert data.extract_answer("#### $1,234.5") == 1234.5
+    assert data.extract_answer("####-3") == -3
+    assert data.extract_answer("the answer is 7") is None
+    assert data.extract_answer("#### 2\nmore #### 10") == 10
+    assert not data.is_correct("#### 3", "no number here")   # an uncheckable reference is never matched
+    assert not data.is_correct("no number", "no number either")
+    assert data.is_correct("#### 12.0", "#### 12")

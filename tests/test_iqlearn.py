@@ -57,6 +57,17 @@ def test_lam_zero_is_cross_entropy_in_value_and_gradient():
     torch.testing.assert_close(grad_of(ours, logits), grad_of(ce, logits))
 
 
+def test_lam_zero_is_cross_entropy_even_where_td_overflows():
+    # float32 logits of 1e20: r^2 is inf, and 0 * inf would be nan; MLE must not see the TD term
+    logits, targets, done = random_batch(seed=13, dtype=torch.float32)
+    big = (logits.detach() * 1e19).requires_grad_()
+    loss, stats = iqlearn_loss(big, targets, lam=0.0, done=done)
+    assert torch.isinf(stats["td"])
+    ce = F.cross_entropy(big.view(-1, V), targets.view(-1), ignore_index=-1)
+    torch.testing.assert_close(loss, ce)
+    assert torch.isfinite(grad_of(loss, big)).all()
+
+
 @pytest.mark.parametrize("lam,gamma", [(0.5, 1.0), (2.0, 0.9), (0.1, 0.0)])
 @pytest.mark.parametrize("with_done", [True, False])
 def test_matches_per_position_reference(lam, gamma, with_done):
@@ -104,19 +115,47 @@ def test_terminal_uses_zero_next_value():
     torch.testing.assert_close(r, torch.tensor([[float(logits[0, 0, 4]), 0.0]], dtype=torch.float64))
 
 
+def td_positions():
+    """Which positions of random_batch enter the TD term, from how the batch was built: every
+    action except row 1's last one (a cut window: its next state was not computed)."""
+    targets = random_batch()[1]
+    is_td = targets != -1
+    is_td[1, T - 1] = False
+    return is_td
+
+
+def reference_rewards(logits, targets, gamma, done):
+    """r_t = Q(s_t, a_t) - gamma V(s_{t+1}) one position at a time, 0 where t is not a TD position."""
+    logits = logits.detach()
+    r = torch.zeros(targets.shape, dtype=logits.dtype)
+    for b, t in td_positions().nonzero().tolist():
+        v_next = 0.0 if done[b, t] else torch.logsumexp(logits[b, t + 1], -1)
+        r[b, t] = logits[b, t, targets[b, t]] - gamma * v_next
+    return r
+
+
 def test_implicit_rewards_match_definition_and_td():
     logits, targets, done = random_batch(seed=4)
     r = implicit_rewards(logits, targets, gamma=0.8, done=done)
-    v = torch.logsumexp(logits.detach(), -1)
-    # row 1, t=2: an action with a next position, not terminal
-    expected = logits[1, 2, targets[1, 2]] - 0.8 * v[1, 3]
-    torch.testing.assert_close(r[1, 2], expected.detach())
+    expected = reference_rewards(logits, targets, 0.8, done)
+    torch.testing.assert_close(r, expected)
     assert r[0, :2].eq(0).all() and r[0, 5:].eq(0).all()   # prompt and padding
     assert r[1, T - 1] == 0                                  # cut window, no next state
+    # row 0's EOS at t=4 and row 2's at the end: V(s_{t+1}) = 0, so r = Q(s_t, a_t)
+    assert r[0, 4] == logits[0, 4, targets[0, 4]] and r[2, T - 1] == logits[2, T - 1, targets[2, T - 1]]
     _, stats = iqlearn_loss(logits, targets, lam=1.0, gamma=0.8, done=done)
-    is_td = r != 0
-    torch.testing.assert_close(stats["td"], r[is_td].square().mean())
-    torch.testing.assert_close(stats["reward_mean"], r[is_td].mean())
+    is_td = td_positions()
+    torch.testing.assert_close(stats["td"], expected[is_td].square().mean())
+    torch.testing.assert_close(stats["reward_mean"], expected[is_td].mean())
+
+
+def test_implicit_rewards_without_done_treat_every_next_state_as_computed():
+    # done=None: no terminals, so row 0's EOS position uses V of the (padding) position after it
+    logits, targets, _ = random_batch(seed=12)
+    r = implicit_rewards(logits, targets, gamma=0.5)
+    v = torch.logsumexp(logits.detach(), -1)
+    torch.testing.assert_close(r[0, 4], logits[0, 4, targets[0, 4]].detach() - 0.5 * v[0, 5])
+    assert r[2, T - 1] == 0  # the last position has no next logits
 
 
 def test_stats_value_mean_is_mean_soft_value_over_actions():
@@ -136,6 +175,11 @@ def test_bf16_logits_match_float32():
     torch.testing.assert_close(loss_low, loss_ref)
     g_low = grad_of(iqlearn_loss(low.requires_grad_(), targets, lam=0.5, done=done)[0], low)
     assert g_low.dtype == torch.bfloat16
+    # the same gradient as float32 autograd of the per-position definition, up to bf16 rounding
+    high = low.detach().double().requires_grad_()
+    g_ref = grad_of(reference_loss(high, targets, 0.5, 1.0, done), high)
+    assert g_ref.abs().max() > 1e-2
+    torch.testing.assert_close(g_low.double(), g_ref, atol=2e-3, rtol=1e-2)
 
 
 def test_huge_logits_stay_finite():
@@ -212,16 +256,40 @@ def test_online_loss_matches_its_formula():
     r_e = implicit_rewards(e, et, gamma, ed)
     r_p = implicit_rewards(p, pt, gamma, pd)
 
+    is_td = td_positions()  # both batches come from random_batch: the same layout
+
     def value_diff(logits, targets, done):  # V(s) - gamma V(s') at TD positions = V - Q + r
         v = torch.logsumexp(logits.detach(), -1)
         q = logits.detach().gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        r = implicit_rewards(logits, targets, gamma, done)
-        return (v - q + r)[r != 0].mean()
+        r = reference_rewards(logits, targets, gamma, done)
+        return (v - q + r)[is_td].mean()
 
+    torch.testing.assert_close(r_e, reference_rewards(e, et, gamma, ed))
+    torch.testing.assert_close(r_p, reference_rewards(p, pt, gamma, pd))
     nll = torch.nn.functional.cross_entropy(e.detach().view(-1, V), et.view(-1), ignore_index=-1)
     expected = (nll - alpha * (value_diff(e, et, ed) - value_diff(p, pt, pd))
-                + lam * ((1 - alpha) * r_e[r_e != 0].square().mean() + alpha * r_p[r_p != 0].square().mean()))
+                + lam * ((1 - alpha) * r_e[is_td].square().mean() + alpha * r_p[is_td].square().mean()))
     torch.testing.assert_close(loss.detach(), expected)
+    # ... and its gradient is that of the formula written with autograd (value terms included)
+    g_e, g_p = torch.autograd.grad(loss, (e, p))
+
+    def v_terms(logits, targets, done):  # V(s) - gamma V(s'), differentiable
+        v = torch.logsumexp(logits, -1)
+        v_next = torch.cat([v[:, 1:], torch.zeros_like(v[:, :1])], 1).masked_fill(done, 0.0)
+        return (v - gamma * v_next)[is_td].mean()
+
+    def r_sq(logits, targets, done):
+        v = torch.logsumexp(logits, -1)
+        v_next = torch.cat([v[:, 1:], torch.zeros_like(v[:, :1])], 1).masked_fill(done, 0.0)
+        q = logits.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        return (q - gamma * v_next)[is_td].square().mean()
+
+    ce = torch.nn.functional.cross_entropy(e.view(-1, V), et.view(-1), ignore_index=-1)
+    formula = (ce - alpha * (v_terms(e, et, ed) - v_terms(p, pt, pd))
+               + lam * ((1 - alpha) * r_sq(e, et, ed) + alpha * r_sq(p, pt, pd)))
+    f_e, f_p = torch.autograd.grad(formula, (e, p))
+    torch.testing.assert_close(g_e, f_e)
+    torch.testing.assert_close(g_p, f_p)
 
 
 def test_online_alpha_out_of_range_raises():

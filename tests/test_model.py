@@ -40,9 +40,14 @@ def test_lm_head_is_tied_to_token_embedding():
     model = tiny()
     assert model.lm_head.weight is model.wte.weight
     assert model.lm_head.weight.data_ptr() == model.wte.weight.data_ptr()
-    n_unique = sum(p.numel() for p in model.parameters())
-    assert n_unique == model.num_params(non_embedding=False)
-    assert model.num_params() == n_unique - model.wpe.weight.numel()
+    # Counted from the architecture, not from the module: token table V*C and position table B*C
+    # (the tied head adds nothing), then per block two LayerNorm weights (2C, no biases), q/k/v and
+    # the attention projection (3C*C + C*C) and the MLP (4C*C twice), then the final LayerNorm.
+    V, B, L, C = 37, 16, 2, 16
+    total = V * C + B * C + L * (2 * C + 4 * C * C + 8 * C * C) + C
+    assert total == 7072
+    assert model.num_params(non_embedding=False) == total
+    assert model.num_params() == total - B * C  # the position table left out, as in the 6N rule
 
 
 def test_gpt2_init_scales_residual_projections():
@@ -195,3 +200,73 @@ def test_step_memory_is_the_hand_count_of_a_tiny_config():
     half = step_memory(config, rows=2, seq_len=3, half=True)
     assert half["activations"] == 6 * per_token + 2 * (n - 16 - 24)
     assert half["logits"] == 6 * 10 * (2 + 4 + 4)
+
+
+# --- the KV cache and decoding helpers, by hand ---------------------------------------------------
+
+def test_cache_positions_and_mask_with_left_padding_by_hand():
+    # a second call (slots 2, 3) for rows with 0, 1 and 2 pad tokens
+    pos, mask = GPT._cached_positions_and_mask(torch.tensor([2, 3]), torch.tensor([0, 1, 2]))
+    assert pos.tolist() == [[2, 3], [1, 2], [0, 1]]        # counted from each row's first real token
+    assert mask.shape == (3, 1, 2, 4)
+    assert mask[:, 0].int().tolist() == [[[1, 1, 1, 0], [1, 1, 1, 1]],
+                                         [[0, 1, 1, 0], [0, 1, 1, 1]],
+                                         [[0, 0, 1, 0], [0, 0, 1, 1]]]
+    # a first call over a row that is all padding but its last slot: pads see only themselves
+    pos, mask = GPT._cached_positions_and_mask(torch.tensor([0, 1, 2]), torch.tensor([2]))
+    assert pos.tolist() == [[0, 0, 0]]
+    assert mask[0, 0].int().tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
+
+
+def test_layer_cache_extend_appends_and_returns_everything_so_far():
+    from model import LayerKV
+    layer = LayerKV(max_len=5)
+    k1, v1 = torch.randn(2, 1, 3, 4), torch.randn(2, 1, 3, 4)
+    k, v = layer.extend(k1, v1)
+    assert torch.equal(k, k1) and torch.equal(v, v1) and layer.length == 3
+    k2, v2 = torch.randn(2, 1, 1, 4), torch.randn(2, 1, 1, 4)
+    k, v = layer.extend(k2, v2)
+    assert torch.equal(k, torch.cat([k1, k2], 2)) and torch.equal(v, torch.cat([v1, v2], 2))
+    assert layer.length == 4 and layer.k.shape == (2, 1, 5, 4)
+
+
+def test_cache_reorder_copies_rows_and_their_padding():
+    from model import KVCache
+    cache = KVCache(2, 4, torch.tensor([0, 1, 2]))
+    for layer in cache.layers:
+        layer.extend(torch.arange(3.0).view(3, 1, 1, 1).expand(3, 1, 2, 1).clone(), torch.arange(3.0).view(3, 1, 1, 1).expand(3, 1, 2, 1) + 10)
+    cache.reorder(torch.tensor([2, 0, 0]))
+    assert cache.n_pad.tolist() == [2, 0, 0]
+    empty = KVCache(2, 4, torch.tensor([0, 3]))  # before any forward: only the padding moves
+    empty.reorder(torch.tensor([1, 0]))
+    assert empty.n_pad.tolist() == [3, 0] and all(layer.k is None for layer in empty.layers)
+    for layer in cache.layers:
+        assert layer.k[:, 0, :2, 0].tolist() == [[2, 2], [0, 0], [0, 0]]
+        assert layer.v[:, 0, :2, 0].tolist() == [[12, 12], [10, 10], [10, 10]]
+
+
+def test_left_pad_and_cut_after_eos_by_hand():
+    from model import cut_after_eos, left_pad
+    idx, n_pad = left_pad([[1, 2, 3], [4], [5, 6]], "cpu", pad_id=9)
+    assert idx.tolist() == [[1, 2, 3], [9, 9, 4], [9, 5, 6]] and n_pad.tolist() == [0, 2, 1]
+    with pytest.raises(ValueError, match="at least one token"):
+        left_pad([[1], []], "cpu")
+    assert cut_after_eos([3, 0, 4, 0], 0) == [3, 0]
+    assert cut_after_eos([3, 4], 0) == [3, 4] and cut_after_eos([3, 0], None) == [3, 0]
+
+
+def test_sample_next_greedy_temperature_and_top_k():
+    from model import sample_next
+    logits = torch.tensor([[0.0, math.log(3.0), -1.0], [2.0, 0.0, 1.0]])
+    assert sample_next(logits, 0, None, None).tolist() == [[1], [0]]
+    g = torch.Generator().manual_seed(0)
+    many = logits.repeat(3000, 1)                 # rows 0, 2, 4, ... are row 0: 3000 draws each
+    draws = sample_next(many, 1.0, None, g).view(3000, 2).T
+    # row 0 at temperature 1: p = (1, 3, e^-1) / (4 + e^-1); at temperature 0.5 the odds square
+    p1 = 3 / (4 + math.exp(-1))
+    assert abs((draws[0] == 1).float().mean().item() - p1) < 0.03
+    cold = sample_next(many, 0.5, None, g).view(3000, 2).T
+    assert abs((cold[0] == 1).float().mean().item() - 9 / (10 + math.exp(-2))) < 0.03
+    top2 = sample_next(many, 1.0, 2, g).view(3000, 2).T
+    assert set(top2[0].tolist()) == {0, 1} and set(top2[1].tolist()) == {0, 2}
+    assert abs((top2[0] == 1).float().mean().item() - 0.75) < 0.03   # renormalised over the two

@@ -13,7 +13,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def exercise_selections() -> list[tuple[str, str | None]]:
     readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
     section = readme.split("## Exercises", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r'python -m pytest -q (tests/\S+?\.py)(?: -k "([^"]+)")?`', section)
+    found = re.findall(r'python -m pytest -q ((?:tests/\S+?\.py ?)+?)(?: -k "([^"]+)")?`', section)
+    return [(paths.strip(), expression) for paths, expression in found]
 
 
 def test_exercises_name_selections():
@@ -30,7 +31,7 @@ class Count:
 counts = []
 for path, expression in json.loads(sys.argv[1]):
     count = Count()
-    pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", path] + (["-k", expression] if expression else []),
+    pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", *path.split()] + (["-k", expression] if expression else []),
                 plugins=[count])
     counts.append(count.n)
 print(json.dumps(counts))

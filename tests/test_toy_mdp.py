@@ -163,3 +163,59 @@ def test_reading_needs_a_clear_difference():
     assert toy_mdp.clear(0.05, 0.03) == 0          # within 2 s.e.
     assert toy_mdp.clear(0.05, 0.01) == 1 and toy_mdp.clear(-0.05, 0.01) == -1
     assert toy_mdp.verdict({"mean": -0.1, "se": 0.01}) == "hurt"
+
+
+# --- the metrics against brute force over all 3^6 action sequences --------------------------------
+
+def brute_force_metrics(mdp, policy, seen, epsilon):
+    """p_goal, tv and recover of one policy [n, NA] by enumerating every action sequence: its
+    probability under the executed policy, the states it visits, where it ends."""
+    actions = torch.tensor(list(itertools.product(range(NA), repeat=HORIZON)))
+    states = toy_mdp.state_ids(mdp, actions)
+    moves = actions - 1                                         # MOVES = (-1, 0, +1)
+    before = torch.cumsum(moves, 1) - moves                     # position before each decision
+    toward_zero = torch.where(before > 0, 0, torch.where(before < 0, 2, 1))
+    expert = torch.where(actions == toward_zero, 0.9, 0.05)     # pi_E of each taken action
+    run = (1 - epsilon) * policy + epsilon / NA
+    prob = run[states, actions].prod(-1)
+    prob_expert = ((1 - epsilon) * expert + epsilon / NA).prod(-1)
+    final = moves.sum(1)
+    visits = torch.zeros(len(mdp.depth), dtype=torch.float64).index_add_(0, states.flatten(), prob.repeat_interleave(HORIZON))
+    p_expert_move = torch.zeros(len(mdp.depth), dtype=torch.float64)
+    p_expert_move[states.flatten()] = policy[states.flatten(), toward_zero.flatten()]
+    off = visits * ~seen
+    tv = 0.5 * sum(abs(prob[final == f].sum() - prob_expert[final == f].sum()) for f in range(-HORIZON, HORIZON + 1))
+    return prob[final == 0].sum(), tv, (off * p_expert_move).sum() / off.sum()
+
+
+@pytest.mark.parametrize("name", toy_mdp.DYNAMICS)
+def test_evaluate_matches_brute_force_over_action_sequences(name):
+    mdp = build_mdp(name)
+    n = len(mdp.depth)
+    policy = random_policy(n, seed=5)[0]
+    seen = torch.rand(n, generator=torch.Generator().manual_seed(6)) < 0.3
+    m = toy_mdp.evaluate(mdp, policy[None], seen[None], 0.2)
+    p_goal, tv, recover = brute_force_metrics(mdp, policy, seen, 0.2)
+    torch.testing.assert_close(m["p_goal"][0], p_goal)
+    torch.testing.assert_close(m["tv"][0], tv)
+    torch.testing.assert_close(m["recover"][0], recover)
+
+
+def test_recover_is_the_expert_move_probability_for_known_policies():
+    mdp = build_mdp("recoverable")
+    seen = torch.zeros(1, len(mdp.depth), dtype=torch.bool)
+    seen[0, :3] = True
+    expert = toy_mdp.expert_probs(mdp.position)[None]
+    uniform = torch.full_like(expert, 1 / NA)
+    assert toy_mdp.evaluate(mdp, expert, seen, 0.3)["recover"].item() == pytest.approx(0.9)
+    assert toy_mdp.evaluate(mdp, uniform, seen, 0.3)["recover"].item() == pytest.approx(1 / 3)
+    m = toy_mdp.evaluate(mdp, expert, seen, 0.3)
+    assert m["tv"].item() == pytest.approx(0, abs=1e-12) and 0.6 < m["p_goal"].item() < 0.8
+
+
+def test_mean_se_over_seeds():
+    m = toy_mdp.mean_se(torch.tensor([1.0, 2.0, 4.0]))
+    assert m["mean"] == pytest.approx(7 / 3)
+    sample_var = ((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2   # n - 1 in the denominator
+    assert m["se"] == pytest.approx((sample_var / 3) ** 0.5)
+    assert toy_mdp.mean_se(torch.tensor([1.0, float("nan")])) == {"mean": None, "se": None}
