@@ -261,7 +261,7 @@ FRONTIER_METHODS = [  # (label, run name without _s<seed>, seeds)
     ("λ = 0.5 + value head", "head_lam0.5", SEEDS),
     ("recipe + value head", "head_gamma0.9_lam0.1", SEEDS),
 ]
-MATCHED_SELF_BLEU = (0.6, 0.7, 0.8)   # levels at which methods are compared
+MATCHED_SELF_BLEU = (0.65, 0.7, 0.75, 0.8)   # levels at which methods are compared (MLE's range)
 
 
 def frontier_curves(prefix: str, seeds: tuple[int, ...]) -> dict[int, list[dict]]:
@@ -307,11 +307,11 @@ def frontier_tables() -> str:
             cells = []
             for level in MATCHED_SELF_BLEU:
                 diffs = paired_difference(curves, mle, level)
-                cells.append(f"{mean_se(diffs)} (n = {len(diffs)})" if len(diffs) >= 2 else "no overlap")
+                cells.append(f"{mean_se(diffs)} (n = {len(diffs)})" if diffs else "no overlap")
             verdict.append(f"| {label} | " + " | ".join(cells) + " |")
     return ("Sampled accuracy:\n\n" + "\n".join(acc) + "\n\nSelf-BLEU (lower = more diverse):\n\n"
             + "\n".join(bleu) + "\n\nSampled accuracy at matched Self-BLEU, paired difference to MLE "
-            "(mean ± s.e. over seeds whose curves both reach the level):\n\n" + "\n".join(verdict))
+            "(mean ± s.e. over the n seeds whose curves both reach the level; no s.e. for n = 1):\n\n" + "\n".join(verdict))
 
 
 def plot_figures(folder: str = "figures") -> list[str]:
@@ -329,13 +329,17 @@ def plot_figures(folder: str = "figures") -> list[str]:
               ("IQLearn: λ, γ and the value head", ["sweep_lam0", "sweep_lam0.01", "sweep_lam0.1", "sweep_lam0.5",
                                                     "gamma0.9_lam0.1", "head_gamma0.9_lam0.1", "head_lam0.5"])]
     methods = {prefix: (label, seeds) for label, prefix, seeds in FRONTIER_METHODS}
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), sharey=True)
-    for ax, (title, prefixes) in zip(axes, panels):
+    found = {prefix: frontier_curves(prefix, seeds) for prefix, (_, seeds) in methods.items()}
+    drawn = []  # a panel whose methods have no runs yet beyond another panel's is left out
+    for title, prefixes in panels:
+        present = [p for p in prefixes if found[p]]
+        if present and all(set(present) - set(other) for _, other in drawn):
+            drawn.append((title, present))
+    fig, axes = plt.subplots(1, len(drawn), figsize=(6.5 * len(drawn) + 0.5, 5.5), sharey=True, squeeze=False)
+    axes = axes[0]
+    for ax, (title, prefixes) in zip(axes, drawn):
         for prefix in prefixes:
-            label, seeds = methods[prefix]
-            curves = frontier_curves(prefix, seeds)
-            if not curves:
-                continue
+            label, curves = methods[prefix][0], found[prefix]
             temps = sorted({r["temperature"] for rows in curves.values() for r in rows})
             stats = [[mean_and_se([r[k] for rows in curves.values() for r in rows if r["temperature"] == t])
                       for k in ("self_bleu", "accuracy_sample")] for t in temps]
@@ -345,13 +349,13 @@ def plot_figures(folder: str = "figures") -> list[str]:
                 for xi, yi, t in zip(x, y, temps):
                     ax.annotate(f"T={t:g}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7,
                                 color=line[0].get_color())
-        ax.set(title=title, xlabel="Self-BLEU among a problem's 5 samples (lower = more diverse)")
+        ax.set(title=title if len(drawn) > 1 else "", xlabel="Self-BLEU among a problem's 5 samples (lower = more diverse)")
         ax.invert_xaxis()
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower left")
     axes[0].set_ylabel("sampled accuracy (300 val problems)")
     grid = TEMPERATURES.split(",")
-    fig.suptitle(f"Accuracy–diversity frontier: one point per sampling temperature ({grid[0]} → {grid[-1]}, "
+    fig.suptitle(f"Accuracy–diversity frontier\none point per sampling temperature ({grid[0]} → {grid[-1]}, "
                  "left to right)")
     fig.tight_layout()
     paths = [os.path.join(folder, "frontier.png"), os.path.join(folder, "lambda_curves.png")]
