@@ -199,9 +199,9 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.wpe.weight.numel() if non_embedding else n
 
-    def new_cache(self, n_pad: torch.Tensor, max_len: int | None = None) -> KVCache:
+    def new_cache(self, n_pad: torch.Tensor) -> KVCache:
         """An empty KV cache for a batch whose rows start with n_pad[b] pad tokens."""
-        return KVCache(self.config.n_layer, max_len or self.config.block_size, n_pad)
+        return KVCache(self.config.n_layer, self.config.block_size, n_pad)
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
         """Token ids [B, T] -> logits [B, T, vocab_size], i.e. Q(s_t, .) at every position t.

@@ -287,15 +287,15 @@ def load_problems(checkpoint: dict, vocab: Vocab, split: str, limit: int, block_
             raise DataError("text data has only a val split")
         cut = max(1, block_size // 4)
         windows = load_dataset(checkpoint["data_spec"], block_size, vocab).val[:limit]
-        return [Problem(it.tokens[:cut].tolist(), it.tokens[cut:].tolist(), vocab.decode(it.tokens[cut:].tolist()))
-                for it in windows], False
+        return [Problem(item.tokens[:cut].tolist(), item.tokens[cut:].tolist(),
+                        vocab.decode(item.tokens[cut:].tolist())) for item in windows], False
     if split not in records:
         raise DataError(f"this checkpoint's data has no {split} split")
     fitting = fitting_pairs(vocab, records[split], block_size)[:limit]
     if not fitting:
         raise DataError(f"no {split} problem fits in block_size={block_size} tokens")
-    problems = [Problem(it.tokens[:it.n_prompt].tolist(), it.tokens[it.n_prompt:].tolist(), r["response"])
-                for r, it in fitting]
+    problems = [Problem(item.tokens[:item.n_prompt].tolist(), item.tokens[item.n_prompt:].tolist(), r["response"])
+                for r, item in fitting]
     return problems, answers_checkable([r for r, _ in fitting])
 
 

@@ -31,8 +31,8 @@ class TableLM(torch.nn.Module):
         self.wte = torch.nn.Embedding.from_pretrained(table.float())
         self.config = GPTConfig(vocab_size=V, block_size=block_size, n_layer=0, n_head=1, n_embd=V)
 
-    def new_cache(self, n_pad, max_len=None):
-        return KVCache(0, max_len or self.config.block_size, n_pad)
+    def new_cache(self, n_pad):
+        return KVCache(0, self.config.block_size, n_pad)
 
     def forward(self, idx, cache=None, last_only=False):
         if cache is not None:
