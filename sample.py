@@ -383,12 +383,13 @@ def table(rows: list[dict], checkpoint: dict) -> str:
     lines = [f"{first['num_problems']} {first['split']} problems, lambda {c.get('lam')}, gamma {c.get('gamma')}, "
              f"iter {checkpoint['iter_num']}: {first['seconds']:.1f} s"]
     for key, note in SHARED_NOTES.items():
-        lines.append(f"  {key:<26}{cell(first[key]):>10}   {note.format(**first)}")
+        if key != "accuracy_greedy_calculator" or first[key] is not None:  # only with --calculator
+            lines.append(f"  {key:<26}{cell(first[key]):>10}   {note.format(**first)}")
     if first["accuracy_greedy"] is None:
         lines.append("  (answers are not checkable ('#### N'): no accuracies, no reward correlations)")
-    lines.append(f"  {first['num_samples']} samples per problem at each temperature. Self-BLEU: lower = more "
-                 "diverse (_correct: among correct samples); distinct_2: higher = more diverse; "
-                 "reward_spearman: R = sum_t r_t vs correct, pooled over problems (_within: per problem, "
+    lines.append(f"  {first['num_samples']} samples per problem at each temperature. self_bleu: lower = more "
+                 "diverse (_correct: among correct samples); distinct_2: higher = more diverse;\n"
+                 "  reward_spearman: R = sum_t r_t vs correct, pooled over problems (_within: per problem, "
                  "averaged); reward_mean: mean R of the samples")
     lines.append("  " + "  ".join(f"{k:>{max(len(k), 10)}}" for k in SAMPLED_COLUMNS))
     for row in rows:
