@@ -510,22 +510,26 @@ def _load_text(path: str, val_path: str | None, block_size: int, full_vocab: boo
     return Dataset("text", vocab, train, val)
 
 
-def collate(items: list[Item], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def collate(items: list[Item], pad_id: int = 0, with_last_state: bool = False
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Items -> (x, y, done), each [B, T], right-padded to the longest item.
     x[t] = tokens[t]; y[t] = tokens[t + 1] where that is an action, IGNORE for prompt and padding;
     done[t] = True where y[t] is the closing EOS. A row that neither ends in EOS nor fills the
-    batch loses its last target: its next state would be padding, whose value means nothing."""
-    T = max(len(it.tokens) for it in items) - 1
+    batch loses its last target: its next state would be padding, whose value means nothing.
+    with_last_state: x holds each row's last token too (T one longer), so the state after the last
+    action is computed and no row loses a target (scoring a sample cut off before EOS needs it)."""
+    extra = int(with_last_state)
+    T = max(len(it.tokens) for it in items) - 1 + extra
     x = np.full((len(items), T), pad_id, dtype=np.int64)
     y = np.full((len(items), T), IGNORE, dtype=np.int64)
     done = np.zeros((len(items), T), dtype=bool)
     for b, it in enumerate(items):
         n = len(it.tokens) - 1
-        x[b, :n] = it.tokens[:-1]
+        x[b, :n + extra] = it.tokens[:n + extra]
         y[b, :n] = it.tokens[1:]
         y[b, :max(it.n_prompt - 1, 0)] = IGNORE  # targets that are still prompt tokens
         done[b, n - 1] = it.terminal
-        if not it.terminal and n < T:
+        if not it.terminal and n < T and not with_last_state:
             y[b, n - 1] = IGNORE
     return x, y, done
 

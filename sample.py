@@ -21,12 +21,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from calculator import Calculator
-from data import (IGNORE, DataError, Vocab, answers_checkable, extract_answer, fitting_pairs, is_correct,
-                  load_dataset, load_records)
+from data import (IGNORE, DataError, Item, Vocab, answers_checkable, collate, extract_answer, fitting_pairs,
+                  is_correct, load_dataset, load_records)
 from iqlearn import implicit_rewards
 from model import GPT, CheckpointError, cut_after_eos, pick_device, left_pad, load_checkpoint, model_from_checkpoint
 
@@ -156,29 +157,23 @@ class Scored:
 @torch.no_grad()
 def score(model: GPT, prompts: list[list[int]], responses: list[list[int]], gamma: float,
           eos_id: int) -> list[Scored]:
-    """One forward pass over prompt + response per row. The input holds the response's last token
-    too, so a response cut off without EOS still gets V(s_{t+1}) for its last reward."""
+    """One forward pass over prompt + response per row, batched by data.collate. The input holds
+    the response's last token too (with_last_state), so a response cut off without EOS still gets
+    V(s_{t+1}) for its last reward."""
     device = next(model.parameters()).device
     block, n = model.config.block_size, model.rows_per_batch()
     out = []
     for i in range(0, len(prompts), n):
-        rows = [p + r for p, r in zip(prompts[i:i + n], responses[i:i + n])]
-        starts = [len(p) - 1 for p in prompts[i:i + n]]  # position of s_0, the state after the prompt
-        T = min(max(len(r) for r in rows), block)
-        x = torch.zeros(len(rows), T, dtype=torch.long)
-        y = torch.full((len(rows), T), IGNORE, dtype=torch.long)
-        done = torch.zeros(len(rows), T, dtype=torch.bool)
-        for b, (row, s) in enumerate(zip(rows, starts)):
-            x[b, :min(len(row), block)] = torch.tensor(row[:block])
-            y[b, s:len(row) - 1] = torch.tensor(row[s + 1:])
-            done[b, len(row) - 2] = row[-1] == eos_id
-        x, y, done = x.to(device), y.to(device), done.to(device)
+        pairs = list(zip(prompts[i:i + n], responses[i:i + n]))
+        items = [Item(np.array(p + r), len(p), r[-1:] == [eos_id]) for p, r in pairs]
+        # A row of block + 1 tokens (a text window) keeps its targets; its last state has no room.
+        x, y, done = (torch.from_numpy(a[:, :block]).to(device) for a in collate(items, with_last_state=True))
         logits = model(x).float()
         value = torch.logsumexp(logits, dim=-1)
         logp = logits.gather(-1, y.clamp(min=0)[..., None])[..., 0] - value
-        reward = implicit_rewards(logits, y, gamma, done, IGNORE)
-        for b, (row, s) in enumerate(zip(rows, starts)):
-            span = slice(s, len(row) - 1)
+        reward = implicit_rewards(logits, y, gamma=gamma, done=done, ignore_index=IGNORE)
+        for b, (p, r) in enumerate(pairs):
+            span = slice(len(p) - 1, len(p) + len(r) - 1)  # s_0 is the state after the prompt
             out.append(Scored(logp[b, span].tolist(), value[b, span].tolist(), reward[b, span].tolist()))
     return out
 

@@ -190,6 +190,21 @@ def test_collate_masks_by_hand():
     assert x.tolist() == [[1]] and y.tolist() == [[2]] and done.tolist() == [[True]]
 
 
+def test_collate_with_the_last_state_keeps_every_target_and_the_state_after_it():
+    EOS = 9
+    cut = data.Item(np.array([1, 2, 3, 4]), 2, False)         # a sample cut off before EOS
+    done_row = data.Item(np.array([5, 6, EOS]), 1, True)
+    x, y, done = collate([cut, done_row], pad_id=0, with_last_state=True)
+    assert x.tolist() == [[1, 2, 3, 4], [5, 6, EOS, 0]]        # the last token is an input too
+    assert y.tolist() == [[IGNORE, 3, 4, IGNORE], [6, EOS, IGNORE, IGNORE]]  # the cut row keeps target 4
+    assert done.tolist() == [[False] * 4, [False, True, False, False]]
+    x, y, _ = collate([cut, done_row], pad_id=0)               # without: no input after token 3
+    assert x.tolist() == [[1, 2, 3], [5, 6, 0]] and y.tolist() == [[IGNORE, 3, 4], [6, EOS, IGNORE]]
+    longer = data.Item(np.array([1, 2, 3, 4, 5, 6]), 1, False)  # and beside a longer row it loses 4
+    assert collate([cut, longer])[1][0].tolist() == [IGNORE, 3, IGNORE, IGNORE, IGNORE]
+    assert collate([cut, longer], with_last_state=True)[1][0].tolist() == [IGNORE, 3, 4, IGNORE, IGNORE, IGNORE]
+
+
 def test_batches_visit_every_item_once_per_epoch_across_epoch_boundaries():
     items = [data.Item(np.array([i]), 0, False) for i in range(10)]
     stream = Batches(items, 4, seed=5)
