@@ -186,12 +186,11 @@ def mean_se(values: list[float]) -> str:
     return f"{m:.3f}" if len(values) < 2 else f"{m:.3f} ± {se:.3f}"
 
 
-def table(rows: list[tuple[str, str]], columns: tuple[str, ...], seeds: tuple[int, ...] = SEEDS,
-          result_file: str = "eval.json") -> str:
+def table(rows: list[tuple[str, str]], columns: tuple[str, ...], result_file: str = "eval.json") -> str:
     """rows: (label, run name without the _s<seed> suffix); the runs' evaluations at temperature 1."""
     lines = ["| run | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for label, prefix in rows:
-        results = [r for r in (load(f"{prefix}_s{seed}", result_file) for seed in seeds) if r]
+        results = [r for r in (load(f"{prefix}_s{seed}", result_file) for seed in SEEDS) if r]
         if not results:
             continue
         cells = [mean_se([r.get(c) for r in results]) for c in columns]
@@ -199,12 +198,12 @@ def table(rows: list[tuple[str, str]], columns: tuple[str, ...], seeds: tuple[in
     return "\n".join(lines)
 
 
-def curve(prefixes: list[tuple[str, str]], key: str = "curve", result_file: str = "eval.json") -> str:
+def curve(prefixes: list[tuple[str, str]], key: str = "curve") -> str:
     """Accuracy (or val nll) over iterations, mean over seeds, as a text table, at the iterations
     every run logged."""
     rows = []
     for label, prefix in prefixes:
-        results = [r for r in (load(f"{prefix}_s{seed}", result_file) for seed in SEEDS) if r]
+        results = [r for r in (load(f"{prefix}_s{seed}") for seed in SEEDS) if r]
         if results:
             rows.append((label, results))
     if not rows:
