@@ -1,7 +1,7 @@
 """Rerun the README's Results: every experiment with train.py and `sample.py --eval`, then print
 the tables (markdown) from what the runs left behind.
 
-    python experiments.py                  # everything, 3 seeds (about an hour on 2 CPU cores)
+    python experiments.py                  # everything (several hours on 2 CPU cores)
     python experiments.py --only sweep     # one group; finished runs are skipped, so it resumes
     python experiments.py --report         # only print the tables of the runs that exist
     python experiments.py --only frontier --plot   # the frontier; its tables and figures/*.png
