@@ -332,6 +332,9 @@ def plot_figures(folder: str = "figures") -> list[str]:
     drawn = []  # a panel whose methods have no runs yet beyond another panel's is left out
     for title, prefixes in panels:
         present = [p for p in prefixes if found[p]]
+        missing = [methods[p][0] for p in prefixes if not found[p]]
+        if missing:
+            title += "\nnot run yet: " + ", ".join(missing)
         if present and all(set(present) - set(other) for _, other in drawn):
             drawn.append((title, present))
     fig, axes = plt.subplots(1, len(drawn), figsize=(6.5 * len(drawn) + 0.5, 5.5), sharey=True, squeeze=False)
@@ -348,7 +351,8 @@ def plot_figures(folder: str = "figures") -> list[str]:
                 for xi, yi, t in zip(x, y, temps):
                     ax.annotate(f"T={t:g}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7,
                                 color=line[0].get_color())
-        ax.set(title=title if len(drawn) > 1 else "", xlabel="Self-BLEU among a problem's 5 samples (lower = more diverse)")
+        ax.set_title(title if len(drawn) > 1 else "", fontsize=9)
+        ax.set(xlabel="Self-BLEU among a problem's 5 samples (lower = more diverse)")
         ax.invert_xaxis()
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower left")
