@@ -365,9 +365,8 @@ def plot_figures(folder: str = "figures") -> list[str]:
     fig.savefig(paths[0], dpi=110)
 
     fig, (acc_ax, nll_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for label, prefix, seeds in [m for m in FRONTIER_METHODS if m[1] in
-                                 ("sweep_lam0", "sweep_lam0.01", "sweep_lam0.1", "sweep_lam0.5", "gamma0.9_lam0.1")]:
-        logs = [r[0] for r in frontier_curves(prefix, seeds).values()]
+    for prefix in ("sweep_lam0", "sweep_lam0.01", "sweep_lam0.1", "sweep_lam0.5", "gamma0.9_lam0.1"):
+        label, logs = methods[prefix][0], [rows[0] for rows in found[prefix].values()]
         if not logs:
             continue
         iters = sorted(set.intersection(*(set(r["curve"]) for r in logs)))
