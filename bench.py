@@ -45,9 +45,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line on stderr and exit 2, not a usage dump
-        print(f"bench.py: error: {message}", file=sys.stderr)
-        sys.exit(2)
+    def error(self, message: str):  # one line, not a usage dump
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -82,22 +82,19 @@ def plan() -> dict[str, list[tuple[str, list[str]]]]:
             groups["value_head"].append((f"finetune_head_lam{lam_name(lam)}_s{seed}", finetune + s + [
                 "--init_from", base, "--lambda", str(lam), "--value_head"]))
     # The frontier compares methods from scratch across sampling temperatures; MLE and the recipe
-    # get more seeds, since their difference is the verdict.
+    # get more seeds, since their difference is the verdict. The order is the order of importance,
+    # each method through all its seeds, so that an interrupted group leaves whole comparisons.
+    frontier = groups["frontier"]
     for seed in FRONTIER_SEEDS:
         s = ["--seed", str(seed)]
-        groups["frontier"] += [(f"sweep_lam0_s{seed}", common + s + ["--lambda", "0"]),
-                               (f"gamma0.9_lam0.1_s{seed}", common + s + recipe)]
-        if seed not in SEEDS:
-            continue
-        for lam in (0.01, 0.1, 0.5):
-            groups["frontier"].append((f"sweep_lam{lam_name(lam)}_s{seed}", common + s + ["--lambda", str(lam)]))
-        for coef in ENTROPY_COEFS:
-            groups["frontier"].append((f"entropy{lam_name(coef)}_s{seed}",
-                                       common + s + ["--lambda", "0", "--entropy_coef", str(coef)]))
-        groups["frontier"] += [
-            (f"head_lam0.1_s{seed}", common + s + ["--lambda", "0.1", "--value_head"]),
-            (f"head_lam0.5_s{seed}", common + s + ["--lambda", "0.5", "--value_head"]),
-            (f"head_gamma0.9_lam0.1_s{seed}", common + s + recipe + ["--value_head"])]
+        frontier += [(f"sweep_lam0_s{seed}", common + s + ["--lambda", "0"]),
+                     (f"gamma0.9_lam0.1_s{seed}", common + s + recipe)]
+    methods = [("head_gamma0.9_lam0.1", recipe + ["--value_head"])]
+    methods += [(f"entropy{lam_name(coef)}", ["--lambda", "0", "--entropy_coef", str(coef)]) for coef in ENTROPY_COEFS]
+    methods += [(f"sweep_lam{lam_name(lam)}", ["--lambda", str(lam)]) for lam in (0.5, 0.01, 0.1)]
+    methods += [(f"head_lam{lam_name(lam)}", ["--lambda", str(lam), "--value_head"]) for lam in (0.1, 0.5)]
+    for prefix, flags in methods:
+        frontier += [(f"{prefix}_s{seed}", common + ["--seed", str(seed)] + flags) for seed in SEEDS]
     return groups
 
 

@@ -337,13 +337,13 @@ def plot(results: dict, cfg: Config, path: str, plt) -> None:
 
 
 # --- command line ---------------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line on stderr, exit 2, no usage dump
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not a usage dump
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
-    p = _Parser(description=__doc__.split("\n")[0],
+    p = Parser(description=__doc__.split("\n")[0],
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for f in fields(Config):
         p.add_argument(f"--{f.name}", type=f.type, default=f.default, help=f.metadata["help"])

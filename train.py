@@ -37,11 +37,11 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from data import (IGNORE, Batches, DataError, Dataset, Item, TaskConfig, Vocab, collate, is_correct,
-                  load_dataset)
+from data import IGNORE, Batches, DataError, Dataset, Item, Vocab, collate, is_correct, load_dataset
 from iqlearn import check_coefficients, iqlearn_loss, iqlearn_online_loss
 from model import (GPT, GPT2_SIZES, CheckpointError, GPTConfig, load_checkpoint, load_weights, pick_device,
                    pick_dtype, save_checkpoint, step_memory)
+from task import TaskConfig
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""sample.py: decoding (KV cache, greedy, beam search), teacher-forced rewards, the metrics on
-hand-computed cases, --eval / --rewards end to end on a tiny checkpoint, and bad input."""
+"""sample.py: decoding (KV cache, greedy, beam search), teacher-forced rewards, --eval / --rewards
+end to end on a tiny checkpoint, and bad input (the metrics themselves: test_metrics.py)."""
 
 import json
 import math
@@ -96,38 +96,6 @@ def test_return_telescopes_to_the_first_value_plus_log_likelihood(loaded):
         assert sum(s.reward) == pytest.approx(s.value[0] + sum(s.logp), abs=1e-3)
 
 
-# --- metrics, against hand-computed values ---------------------------------------------------------
-
-def test_bleu_extremes_and_hand_computed_cases():
-    words = "the cat sat on the mat".split()
-    assert sample.bleu(words, [words]) == 1.0
-    assert sample.bleu(words, ["a dog ran far".split()]) == 0.0
-    # precisions 5/6, (3+1)/(5+1), (2+1)/(4+1), (1+1)/(3+1); same length, no brevity penalty
-    assert sample.bleu(words, ["the cat sat on a mat".split()]) == pytest.approx((1 / 6) ** 0.25)
-    # every n-gram matches, but 2 words against 6: brevity penalty exp(1 - 6/2)
-    assert sample.bleu("the cat".split(), [words]) == pytest.approx(math.exp(-2))
-
-
-def test_self_bleu_and_distinct_2():
-    assert sample.self_bleu([["a b c d"] * 3]) == 1.0
-    assert sample.self_bleu([["a b", "c d", "e f"]]) == 0.0
-    assert sample.self_bleu([["a b c d", "a b c d", "e f g h"]]) == pytest.approx(2 / 3)
-    assert sample.self_bleu([["only one"]]) is None
-    assert sample.distinct_n(["a b c", "a b d"]) == 0.75   # ab bc ab bd: 3 unique of 4
-    assert sample.distinct_n(["a b", "a b"]) == 0.5
-    assert sample.distinct_n(["a", "b"]) is None          # no bigram at all
-
-
-def test_spearman_with_ties_and_undefined_cases():
-    assert sample.average_ranks([10, 20, 20, 30]) == [1, 2.5, 2.5, 4]
-    assert sample.spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1)
-    assert sample.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1)
-    # ranks 1..4 against 1.5, 1.5, 3.5, 3.5: covariance 4, variances 5 and 4
-    assert sample.spearman([1, 2, 3, 4], [0, 0, 1, 1]) == pytest.approx(4 / math.sqrt(20))
-    assert sample.spearman([1, 2, 3], [1, 1, 1]) is None  # e.g. every sample correct
-    assert sample.spearman([1], [0]) is None
-
-
 # --- the command line --------------------------------------------------------------------------------
 
 KEYS = {"accuracy_greedy", "accuracy_sample", "accuracy_beam", "self_bleu", "self_bleu_correct",
@@ -169,24 +137,6 @@ def test_a_temperature_grid_gives_one_row_each_equal_to_single_calls(out_dir, lo
     assert greedy["accuracy_sample"] == greedy["accuracy_greedy"]
     assert hot["self_bleu"] < warm["self_bleu"] < 1.0  # hotter samples differ more among themselves
     assert len({r["accuracy_beam"] for r in rows}) == len({r["nll"] for r in rows}) == 1
-
-
-def test_within_problem_spearman_averages_each_problems_own_correlation():
-    # problem 1: R ranks (1, 2, 3), correct = (0, 0, 1): ranks of correct (1.5, 1.5, 3), rho = sqrt(3)/2
-    # problem 2: the wrong sample has the highest R: rho = -sqrt(3)/2
-    # problem 3: all correct, undefined, left out; problem 4: R all equal, undefined, left out
-    returns = [[1.0, 2.0, 3.0], [5.0, 9.0, 7.0], [1.0, 2.0, 3.0], [4.0, 4.0, 4.0]]
-    correct = [[False, False, True], [True, False, True], [True, True, True], [True, False, False]]
-    rho, n = sample.within_problem_spearman(returns, correct)
-    assert n == 2 and rho == pytest.approx((math.sqrt(3) / 2 - math.sqrt(3) / 2) / 2, abs=1e-12)
-    rho, n = sample.within_problem_spearman(returns[:1], correct[:1])
-    assert n == 1 and rho == pytest.approx(math.sqrt(3) / 2)
-    # a shift of one problem's returns (its V(s_0)) moves the pooled correlation, not the within one
-    shifted = [[r + 100 for r in returns[0]]] + returns[1:2]
-    assert sample.within_problem_spearman(shifted, correct[:2]) == sample.within_problem_spearman(returns[:2], correct[:2])
-    pooled = lambda rs: sample.spearman(sum(rs, []), [float(c) for c in sum(correct[:2], [])])
-    assert pooled(shifted) != pooled(returns[:2])
-    assert sample.within_problem_spearman([[1.0, 2.0]], [[True, True]]) == (None, 0)
 
 
 def test_samples_and_the_table(out_dir, capsys):

@@ -281,8 +281,9 @@ def test_policy_samples_are_drawn_in_eval_mode():
 
     import data
     from model import GPT, GPTConfig
+    from task import TaskConfig
     spec = {"data": None, "val_data": None, "full_vocab": False,
-            "task": dataclasses.asdict(data.TaskConfig(n_train=20, n_val=5, n_test=5))}
+            "task": dataclasses.asdict(TaskConfig(n_train=20, n_val=5, n_test=5))}
     dataset = data.load_dataset(spec, 96)
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=dataset.vocab.size, block_size=96, n_layer=1, n_head=2, n_embd=32,

@@ -4,7 +4,7 @@
     python tools/mutate.py                              # every target; one mutant at a time
     python tools/mutate.py --file iqlearn.py --json mutants.jsonl
     python tools/mutate.py --rerun mutants.jsonl        # only the survivors of an earlier run
-    python tools/mutate.py --show 'sample.py:spearman:3'  # the diff of one mutant
+    python tools/mutate.py --show 'metrics.py:spearman:3'  # the diff of one mutant
 
 For each target function (TARGETS below) it makes one small change at a time (an operator, a
 comparison, a constant, a name such as max/min, a deleted call statement, two dict values or two
@@ -34,8 +34,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # file -> [(function qualnames, pytest arguments)]. A function's mutants run against its selection.
 T_IQ = ["tests/test_iqlearn.py"]
 T_DATA = ["tests/test_data.py", "-k", "masks or cut_row or text_windows or collate or batches or answer"]
-T_METRICS = ["tests/test_sample.py", "tests/test_metrics.py", "-k",
-             "bleu or spearman or distinct or ranks or ngrams"]
+T_METRICS = ["tests/test_metrics.py"]
+T_TASK = ["tests/test_task.py"]
 T_BEAM = ["tests/test_sample.py", "tests/test_decoding.py", "-k", "beam"]
 T_SCORE = ["tests/test_sample.py", "tests/test_decoding.py", "-k", "score or telescopes or beam_search_log_probs or reward"]
 T_VIEWER = ["tests/test_sample.py", "tests/test_decoding.py", "-k", "reward_viewer or token_label or show_rewards"]
@@ -49,12 +49,14 @@ T_RESUME = ["tests/test_train.py", "-k", "resume or ctrl_c or bad_checkpoint"]
 T_TOY = ["tests/test_toy_mdp.py", "-k", "not command_line and not bad_flag"]
 
 TARGETS = {
-    "iqlearn.py": [(("_SoftValueAndQ.forward", "_SoftValueAndQ.backward", "_check", "_values", "_masked_mean",
+    "iqlearn.py": [(("_SoftValueAndQ.forward", "_SoftValueAndQ.backward", "_check", "transitions", "_masked_mean",
                      "iqlearn_loss", "implicit_rewards", "iqlearn_online_loss"), T_IQ)],
     "data.py": [(("collate", "Batches.__init__", "Batches._order_of", "Batches.next", "Batches.state_dict",
                   "Batches.load_state_dict", "extract_answer", "is_correct"), T_DATA)],
-    "sample.py": [(("ngrams", "bleu", "self_bleu", "distinct_n", "average_ranks", "spearman"), T_METRICS),
-                  (("beam_search",), T_BEAM),
+    "task.py": [(("make_problem", "split_of", "builtin_task"), T_TASK)],
+    "metrics.py": [(("ngrams", "bleu", "self_bleu", "distinct_n", "average_ranks", "spearman",
+                     "within_problem_spearman"), T_METRICS)],
+    "sample.py": [(("beam_search",), T_BEAM),
                   (("score",), T_SCORE),
                   (("token_label", "show_rewards"), T_VIEWER),
                   (("evaluate",), T_EVAL)],
