@@ -219,7 +219,8 @@ def split_of(question: str) -> str:
 def builtin_task(cfg: TaskConfig) -> dict[str, list[dict]]:
     """The built-in task's train/val/test problems, deterministic in cfg. Problems are drawn from
     one stream and each split keeps the first it gets, so a smaller n_train gives a prefix of a
-    larger one's training set with the same val and test sets."""
+    larger one's training set with the same val and test sets. Knobs out of range raise ValueError
+    (data.py reports it as the user's error)."""
     if not 2 <= cfg.max_steps <= 4:
         raise ValueError(f"the built-in task has 2 to 4 steps; got max_steps={cfg.max_steps}")
     if cfg.max_value < 10:
