@@ -323,7 +323,8 @@ def plot_figures(folder: str = "figures") -> list[str]:
     panels = [("MLE and its diversity baseline (entropy cost)", ["sweep_lam0", "entropy0.01", "entropy0.03",
                                                                   "entropy0.1", "gamma0.9_lam0.1"]),
               ("IQLearn: λ, γ and the value head", ["sweep_lam0", "sweep_lam0.01", "sweep_lam0.1", "sweep_lam0.5",
-                                                    "gamma0.9_lam0.1", "head_gamma0.9_lam0.1", "head_lam0.5"])]
+                                                    "gamma0.9_lam0.1", "head_gamma0.9_lam0.1", "head_lam0.1",
+                                                    "head_lam0.5"])]
     methods = {prefix: (label, seeds) for label, prefix, seeds in FRONTIER_METHODS}
     found = {prefix: frontier_curves(prefix, seeds) for prefix, (_, seeds) in methods.items()}
     drawn = []  # a panel whose methods have no runs yet beyond another panel's is left out
