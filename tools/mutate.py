@@ -66,7 +66,7 @@ TARGETS = {
     "train.py": [(("lr_at",), T_LR),
                  (("sample_policy",), T_POLICY),
                  (("training_loss", "policy_entropy"), T_LOSS),
-                 (("merge_resumed", "checkpoint_state", "restore_rng"), T_RESUME)],
+                 (("merge_resumed", "checkpoint_state", "restore"), T_RESUME)],
     "toy_mdp.py": [(("build_mdp", "expert_move", "expert_probs", "sample_expert_actions", "state_ids", "executed",
                      "occupancy", "evaluate", "weight_rows", "transition_batch", "transition_weights", "train",
                      "mean_se", "run"), T_TOY)],
@@ -155,6 +155,8 @@ class Finder:
         self.add(func, node, [edit], f"{symbol} -> {SYMBOL[new]}")
 
     def run(self, tree: ast.Module) -> list[Mutant]:
+        found = set()
+
         def visit(body, prefix=""):
             for node in body:
                 if isinstance(node, ast.ClassDef):
@@ -162,9 +164,13 @@ class Finder:
                 elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                     name = prefix + node.name
                     if name in self.functions:
+                        found.add(name)
                         for stmt in node.body:
                             self.walk(name, stmt)
         visit(tree.body)
+        missing = sorted(set(self.functions) - found)
+        if missing:  # a renamed function would otherwise drop out of the run unnoticed
+            sys.exit(f"mutate.py: error: TARGETS names functions {self.file} does not have: {', '.join(missing)}")
         return self.mutants
 
     def note_axes(self, node):
