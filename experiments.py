@@ -15,12 +15,17 @@ there is skipped. The tables are mean ± standard error over seeds.
 """
 
 import argparse
+import datetime
+import importlib.metadata
 import json
 import math
 import os
+import platform
+import re
 import shutil
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 # The experiments use a narrower model than train.py's default (128 wide instead of 256): three
@@ -35,6 +40,7 @@ RUNS, RESULTS = "runs", "results"   # checkpoints (not kept in git); logs and ev
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 LAMBDAS = (0.0, 0.01, 0.1, 0.5, 1.0)
 EVAL = ["--eval", "--json", "--num_problems", "200", "--num_samples", "5"]
+QUICKSTART_EVAL = ["--eval", "--json"]   # the README's `sample.py --eval`, as JSON
 TEMPERATURES = "0.5,0.7,1.0,1.3"
 FRONTIER_EVAL = ["--eval", "--json", "--num_problems", "300", "--num_samples", "5", "--temperature", TEMPERATURES]
 METRICS = ("accuracy_greedy", "accuracy_sample", "accuracy_beam", "self_bleu", "self_bleu_correct",
@@ -52,7 +58,9 @@ def plan() -> dict[str, list[tuple[str, list[str]]]]:
     finetune = ["--max_iters", "400", "--eval_interval", "100", "--warmup_iters", "0",
                 "--learning_rate", "5e-4", "--min_lr", "5e-5"]
     recipe = ["--lambda", "0.1", "--gamma", "0.9"]
-    groups = {"sweep": [], "protocol": [], "remedies": [], "small_data": [], "online": [], "value_head": [],
+    # The README's quick start: its two commands exactly (train.py's default model and flags).
+    quickstart = [("quickstart_lam0.5", ["--lambda", "0.5"]), ("quickstart_lam0", ["--lambda", "0"])]
+    groups = {"quickstart": quickstart, "sweep": [], "protocol": [], "remedies": [], "small_data": [], "online": [], "value_head": [],
               "frontier": []}
     for seed in SEEDS:
         s = ["--seed", str(seed)]
@@ -94,7 +102,9 @@ def plan() -> dict[str, list[tuple[str, list[str]]]]:
     methods += [(f"sweep_lam{lam_name(lam)}", ["--lambda", str(lam)]) for lam in (0.5, 0.01, 0.1)]
     methods += [(f"head_lam{lam_name(lam)}", ["--lambda", str(lam), "--value_head"]) for lam in (0.1, 0.5)]
     for prefix, flags in methods:
-        frontier += [(f"{prefix}_s{seed}", common + ["--seed", str(seed)] + flags) for seed in SEEDS]
+        # λ = 0.01 looked positive on 2 seeds, as the recipe had: it gets the recipe's 5
+        seeds = FRONTIER_SEEDS if prefix == "sweep_lam0.01" else SEEDS
+        frontier += [(f"{prefix}_s{seed}", common + ["--seed", str(seed)] + flags) for seed in seeds]
     return groups
 
 
@@ -105,38 +115,139 @@ def needs(flags: list[str]) -> str | None:
     return os.path.basename(os.path.dirname(flags[flags.index("--init_from") + 1]))
 
 
-def train_run(name: str, flags: list[str], all_runs: dict[str, list[str]]) -> None:
+def train_run(name: str, flags: list[str], all_runs: dict[str, list[str]]) -> dict:
     """Train one run into runs/<name>, unless its checkpoint is already there (an interrupted
     run is resumed; a finished one is a no-op). A run that starts from another run's checkpoint
-    trains that one first, so a fresh machine with only results/ can rebuild what it needs."""
+    trains that one first, so a fresh machine with only results/ can rebuild what it needs.
+    Returns what the provenance records: the command as run, its wall time, whether it resumed."""
     out = os.path.join(RUNS, name)
     base = needs(flags)
     if base and not os.path.exists(os.path.join(RUNS, base, "ckpt.pt")):
         train_run(base, all_runs[base], all_runs)
-    if os.path.exists(os.path.join(out, "ckpt.pt")):
-        flags = ["--resume", "--max_iters", flags[flags.index("--max_iters") + 1]]
-    print(f"== {name}: python train.py {' '.join(flags)} --out_dir {out}", flush=True)
+    resumed = os.path.exists(os.path.join(out, "ckpt.pt"))
+    if resumed:
+        flags = ["--resume"] + (["--max_iters", flags[flags.index("--max_iters") + 1]] if "--max_iters" in flags else [])
+    command = ["python", "train.py", *flags, "--out_dir", out]
+    print(f"== {name}: {' '.join(command)}", flush=True)
+    began = time.time()
     with open(os.path.join(RUNS, f"{name}.log"), "a") as log:
-        subprocess.run([sys.executable, "train.py", *flags, "--out_dir", out], check=True, env=ONE_THREAD,
-                       stdout=log, stderr=subprocess.STDOUT)
+        subprocess.run([sys.executable, *command[1:]], check=True, env=ONE_THREAD, stdout=log,
+                       stderr=subprocess.STDOUT)
+    return {"train_command": " ".join(command), "train_seconds": round(time.time() - began, 1),
+            "train_resumed": resumed}
 
 
-def run(name: str, flags: list[str], eval_flags: list[str], result_file: str,
-        all_runs: dict[str, list[str]]) -> None:
+def train_and_evaluate(name: str, flags: list[str], eval_flags: list[str], result_file: str,
+                       all_runs: dict[str, list[str]]) -> None:
     """Train (if needed) and evaluate one run, one thread per run (jobs run side by side). What a
-    report needs is kept in results/<name>/ (the log and the evaluation); a run whose result is
-    there is skipped."""
+    report needs is kept in results/<name>/: the log, the evaluation and run.json (how, where and
+    at which commit it ran). A run whose result is there is skipped."""
     kept = os.path.join(RESULTS, name)
     if os.path.exists(os.path.join(kept, result_file)):
         return
-    train_run(name, flags, all_runs)
+    trained = train_run(name, flags, all_runs)
     out = os.path.join(RUNS, name)
-    result = subprocess.run([sys.executable, "sample.py", "--out_dir", out, *eval_flags], check=True,
-                            capture_output=True, text=True, env=ONE_THREAD)
+    command = ["python", "sample.py", "--out_dir", out, *eval_flags]
+    began = time.time()
+    result = subprocess.run([sys.executable, *command[1:]], check=True, capture_output=True, text=True,
+                            env=ONE_THREAD)
     os.makedirs(kept, exist_ok=True)
     shutil.copyfile(os.path.join(out, "log.jsonl"), os.path.join(kept, "log.jsonl"))
     with open(os.path.join(kept, result_file), "w") as f:
         f.write(result.stdout)
+    write_provenance(name, {**trained, "sample_command": " ".join(command),
+                            "eval_seconds": round(time.time() - began, 1)})
+
+
+# ----------------------------------------------------------------------------------------------
+# Provenance: results/<name>/run.json says how, where and from which code a run was made.
+
+UNKNOWN = "unknown"   # what could not be recovered for a run made before run.json existed
+
+
+def git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return UNKNOWN
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        if names:
+            return names[0]
+    except OSError:
+        pass
+    return platform.processor() or UNKNOWN
+
+
+def machine() -> dict:
+    """This machine and code, as a run made now records them."""
+    try:
+        torch_version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        torch_version = UNKNOWN
+    changed = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git("rev-parse", "HEAD"),
+            "uncommitted_changes": UNKNOWN if changed == UNKNOWN else [line[3:] for line in changed.splitlines()],
+            "torch": torch_version, "python": platform.python_version(), "cpu": cpu_model(),
+            "cpu_count": os.cpu_count(), "threads": int(ONE_THREAD["OMP_NUM_THREADS"]),
+            "finished_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def write_provenance(name: str, facts: dict) -> None:
+    with open(os.path.join(RESULTS, name, "run.json"), "w") as f:
+        json.dump({"name": name, **facts, **machine()}, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+
+
+def eval_command(name: str, result_file: str) -> str:
+    flags = QUICKSTART_EVAL if name.startswith("quickstart") else FRONTIER_EVAL if result_file == "frontier.json" else EVAL
+    return " ".join(["python", "sample.py", "--out_dir", os.path.join(RUNS, name), *flags])
+
+
+def backfill_provenance() -> list[str]:
+    """run.json for every results/ folder made before experiments.py wrote one: the commands follow
+    from plan() (the folder's name), the evaluation's time from sample.py's own "seconds"; what
+    cannot be recovered is "unknown". committed_in is the commit that added the folder to git,
+    not the code that ran it."""
+    flags = {name: f for runs in plan().values() for name, f in runs}
+    written = []
+    for name in sorted(os.listdir(RESULTS)):
+        folder = os.path.join(RESULTS, name)
+        if name not in flags or os.path.exists(os.path.join(folder, "run.json")):
+            continue
+        result_file = next((f for f in ("frontier.json", "eval.json") if os.path.exists(os.path.join(folder, f))), None)
+        if result_file is None:
+            continue
+        with open(os.path.join(folder, result_file)) as f:
+            seconds = [json.loads(line).get("seconds") for line in f if line.strip()]
+        added = git("log", "--diff-filter=A", "--format=%H", "--", folder).splitlines()
+        facts = {"name": name, "backfilled": True,
+                 "train_command": " ".join(["python", "train.py", *flags[name], "--out_dir", os.path.join(RUNS, name)]),
+                 "train_seconds": UNKNOWN, "train_resumed": UNKNOWN,
+                 "sample_command": eval_command(name, result_file),
+                 "eval_seconds": seconds[0] if seconds and seconds[0] is not None else UNKNOWN,
+                 "commit": UNKNOWN, "uncommitted_changes": UNKNOWN, "torch": UNKNOWN, "python": UNKNOWN,
+                 "cpu": UNKNOWN, "cpu_count": UNKNOWN, "threads": UNKNOWN, "finished_utc": UNKNOWN,
+                 "committed_in": added[-1] if added and added != [UNKNOWN] else UNKNOWN}
+        with open(os.path.join(folder, "run.json"), "w") as f:
+            json.dump(facts, f, indent=1, ensure_ascii=False)
+            f.write("\n")
+        written.append(name)
+    return written
+
+
+def provenance(name: str) -> str:
+    path = os.path.join(RESULTS, name, "run.json")
+    if not os.path.exists(path):
+        return f"{name}: no {path}"
+    with open(path) as f:
+        facts = json.load(f)
+    width = max(map(len, facts))
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in facts.items())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -175,6 +286,55 @@ def mean_and_se(values: list[float]) -> tuple[float, float]:
     return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1) / len(values))
 
 
+# Student's t distribution: the 0.975 quantile for n - 1 degrees of freedom (published tables,
+# e.g. NIST/SEMATECH e-Handbook 1.3.6.7.2), so that mean ± T_975[n - 1] x s.e. is a 95% interval.
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093}
+
+
+def t_interval(values: list[float]) -> tuple[float, float, float, float] | None:
+    """(mean, s.e., low, high): the 95% interval of the mean by Student's t with n - 1 degrees of
+    freedom. For paired data pass the per-seed differences. None for fewer than 2 values."""
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if len(values) < 2:
+        return None
+    m, se = mean_and_se(values)
+    half = T_975[len(values) - 1] * se
+    return m, se, m - half, m + half
+
+
+CLAIM_RULE = ("A claim that a difference is positive (or negative) **holds** when the whole 95% interval of the "
+              "difference (mean ± t₀.₉₇₅,ₙ₋₁ × s.e. over n paired seeds, Student's t) lies on the claimed side of "
+              "zero, **does not hold** when the whole interval lies on the other side, and is **within noise** when "
+              "the interval contains zero; then its ends bound the difference either way. One seed gives no "
+              "interval and no word.")
+
+
+def claim_word(low: float, high: float, sign: int = 1) -> str:
+    """The one rule of the Results (CLAIM_RULE): what a 95% interval [low, high] of a difference says
+    about the claim that the difference has this sign (+1: positive, -1: negative)."""
+    if low > 0 or high < 0:
+        return "holds" if (low > 0) == (sign > 0) else "does not hold"
+    return "within noise"
+
+
+def signed(x: float) -> str:
+    return f"{x:+.3f}".replace("-", "−")
+
+
+def interval_text(values: list[float], sign: int = 1, word: bool = True) -> str:
+    """'+m ± se [low, high] (n = k): word' for a claim of the given sign, or the one value."""
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return "n/a"
+    found = t_interval(values)
+    if found is None:
+        return f"{signed(values[0])} (n = 1)"
+    m, se, low, high = found
+    text = f"{signed(m)} ± {se:.3f} [{signed(low)}, {signed(high)}] (n = {len(values)})"
+    return text + f": {claim_word(low, high, sign)}" if word else text
+
+
 def mean_se(values: list[float]) -> str:
     values = [v for v in values if v is not None and not math.isnan(v)]
     if not values:
@@ -183,11 +343,22 @@ def mean_se(values: list[float]) -> str:
     return f"{m:.3f}" if len(values) < 2 else f"{m:.3f} ± {se:.3f}"
 
 
+def seeds_of(prefix: str, result_file: str = "eval.json") -> list[int]:
+    """Every seed of a run (name without _s<seed>) whose evaluation is in results/: tables use all
+    the seeds that exist, not only the plan's first ones."""
+    if not os.path.isdir(RESULTS):
+        return []
+    found = (re.fullmatch(re.escape(prefix) + r"_s(\d+)", entry) for entry in os.listdir(RESULTS))
+    return sorted(int(m.group(1)) for m in found
+                  if m and os.path.exists(os.path.join(RESULTS, m.group(0), result_file)))
+
+
 def table(rows: list[tuple[str, str]], columns: tuple[str, ...], result_file: str = "eval.json") -> str:
-    """rows: (label, run name without the _s<seed> suffix); the runs' evaluations at temperature 1."""
+    """rows: (label, run name without the _s<seed> suffix); the runs' evaluations at temperature 1,
+    over every seed that has one."""
     lines = ["| run | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for label, prefix in rows:
-        results = [r for r in (load(f"{prefix}_s{seed}", result_file) for seed in SEEDS) if r]
+        results = [r for r in (load(f"{prefix}_s{seed}", result_file) for seed in seeds_of(prefix, result_file)) if r]
         if not results:
             continue
         cells = [mean_se([r.get(c) for r in results]) for c in columns]
@@ -200,7 +371,7 @@ def curve(prefixes: list[tuple[str, str]], key: str = "curve") -> str:
     every run logged."""
     rows = []
     for label, prefix in prefixes:
-        results = [r for r in (load(f"{prefix}_s{seed}") for seed in SEEDS) if r]
+        results = [r for r in (load(f"{prefix}_s{seed}") for seed in seeds_of(prefix)) if r]
         if results:
             rows.append((label, results))
     if not rows:
@@ -211,6 +382,34 @@ def curve(prefixes: list[tuple[str, str]], key: str = "curve") -> str:
         cells = [mean_se([r[key][i] for r in results]).split(" ")[0] for i in iters]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def minutes(seconds) -> str:
+    return seconds if isinstance(seconds, str) else f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+
+
+def quickstart_table() -> str:
+    """The README quick start's table: its two commands' last log line (greedy accuracy on 200 val
+    problems, val nll), training wall time, and their `sample.py --eval` (beam 4, Self-BLEU)."""
+    commands = [("quickstart_lam0.5", "python train.py --lambda 0.5"),
+                ("quickstart_lam0", "python train.py --lambda 0 --out_dir out_mle")]
+    lines = ["| command | greedy accuracy | val nll | time | beam-4 accuracy | Self-BLEU |", "|---|---|---|---|---|---|"]
+    for name, command in commands:
+        row = load(name)
+        if row is None:
+            continue
+        with open(os.path.join(RESULTS, name, "log.jsonl")) as f:
+            last = [json.loads(line) for line in f if line.strip()][-1]
+        path = os.path.join(RESULTS, name, "run.json")
+        facts = json.load(open(path)) if os.path.exists(path) else {}
+        lines.append(f"| `{command}` | {last['accuracy']:.3f} | {last['val_nll']:.3f} | "
+                     f"{minutes(facts.get('train_seconds', UNKNOWN))} | {row['accuracy_beam']:.3f} | {row['self_bleu']:.3f} |")
+    machine_line = ""
+    if os.path.exists(os.path.join(RESULTS, "quickstart_lam0", "run.json")):
+        facts = json.load(open(os.path.join(RESULTS, "quickstart_lam0", "run.json")))
+        machine_line = (f"\n\nMachine: {facts['cpu']}, {facts['threads']} thread(s), torch {facts['torch']}, "
+                        f"commit {str(facts['commit'])[:7]}.")
+    return "### Quick start\n\n" + "\n".join(lines) + machine_line
 
 
 def report() -> None:
@@ -248,21 +447,27 @@ def report() -> None:
 # The accuracy-diversity frontier: each method's sampled accuracy against its Self-BLEU as the
 # sampling temperature moves, and the verdict at matched Self-BLEU.
 
-FRONTIER_METHODS = [  # (label, run name without _s<seed>, seeds)
-    ("MLE", "sweep_lam0", FRONTIER_SEEDS),
-    *[(f"MLE + entropy {c:g}", f"entropy{c:g}", SEEDS) for c in ENTROPY_COEFS],
-    *[(f"IQLearn λ = {lam:g}", f"sweep_lam{lam:g}", SEEDS) for lam in (0.01, 0.1, 0.5)],
-    ("IQLearn λ = 0.1, γ = 0.9 (recipe)", "gamma0.9_lam0.1", FRONTIER_SEEDS),
-    ("λ = 0.1 + value head", "head_lam0.1", SEEDS),
-    ("λ = 0.5 + value head", "head_lam0.5", SEEDS),
-    ("recipe + value head", "head_gamma0.9_lam0.1", SEEDS),
+FRONTIER_METHODS = [  # (label, run name without _s<seed>, its colour in every figure)
+    ("MLE", "sweep_lam0", "black"),
+    *[(f"MLE + entropy {c:g}", f"entropy{c:g}", colour)
+      for c, colour in zip(ENTROPY_COEFS, ("#9ecae1", "#4292c6", "#08519c"))],
+    ("IQLearn λ = 0.01", "sweep_lam0.01", "#a1d99b"),
+    ("IQLearn λ = 0.1", "sweep_lam0.1", "#41ab5d"),
+    ("IQLearn λ = 0.5", "sweep_lam0.5", "#8c6d31"),
+    ("IQLearn λ = 0.1, γ = 0.9 (recipe)", "gamma0.9_lam0.1", "#d62728"),
+    ("λ = 0.1 + value head", "head_lam0.1", "#fdae6b"),
+    ("λ = 0.5 + value head", "head_lam0.5", "#e6550d"),
+    ("recipe + value head", "head_gamma0.9_lam0.1", "#9467bd"),
 ]
 MATCHED_SELF_BLEU = (0.65, 0.7, 0.75, 0.8)   # levels at which methods are compared (MLE's range)
+# Paired comparisons at matched Self-BLEU beyond "method − MLE": (label, method, baseline).
+MATCHED_EXTRA = [("MLE + entropy 0.1 − recipe", "entropy0.1", "gamma0.9_lam0.1"),
+                 ("recipe + value head − recipe", "head_gamma0.9_lam0.1", "gamma0.9_lam0.1")]
 
 
-def frontier_curves(prefix: str, seeds: tuple[int, ...]) -> dict[int, list[dict]]:
-    """seed -> that run's rows, one per temperature, for the seeds evaluated so far."""
-    found = {seed: evaluations(f"{prefix}_s{seed}", "frontier.json") for seed in seeds}
+def frontier_curves(prefix: str) -> dict[int, list[dict]]:
+    """seed -> that run's rows, one per temperature, for every seed evaluated so far."""
+    found = {seed: evaluations(f"{prefix}_s{seed}", "frontier.json") for seed in seeds_of(prefix, "frontier.json")}
     return {seed: sorted(rows, key=lambda r: r["temperature"]) for seed, rows in found.items() if rows}
 
 
@@ -283,6 +488,13 @@ def paired_difference(curves: dict[int, list[dict]], baseline: dict[int, list[di
     return [a - b for a, b in pairs if a is not None and b is not None]
 
 
+def matched_row(label: str, prefix: str, baseline: str) -> str:
+    curves, base = frontier_curves(prefix), frontier_curves(baseline)
+    cells = [interval_text(d) if (d := paired_difference(curves, base, level)) else "no overlap"
+             for level in MATCHED_SELF_BLEU]
+    return f"| {label} | " + " | ".join(cells) + " |"
+
+
 def frontier_tables() -> str:
     temperatures = [float(t) for t in TEMPERATURES.split(",")]
     header = " | ".join(f"T = {t:g}" for t in temperatures)
@@ -290,9 +502,8 @@ def frontier_tables() -> str:
     bleu = list(acc)
     levels = " | ".join(f"Self-BLEU {x:g}" for x in MATCHED_SELF_BLEU)
     verdict = ["| method − MLE, same seed | " + levels + " |", "|---" * (len(MATCHED_SELF_BLEU) + 1) + "|"]
-    mle = frontier_curves("sweep_lam0", FRONTIER_SEEDS)
-    for label, prefix, seeds in FRONTIER_METHODS:
-        curves = frontier_curves(prefix, seeds)
+    for label, prefix, _ in FRONTIER_METHODS:
+        curves = frontier_curves(prefix)
         if not curves:
             continue
         at = lambda key, t: mean_se([r[key] for rows in curves.values() for r in rows if r["temperature"] == t])
@@ -300,19 +511,54 @@ def frontier_tables() -> str:
         acc.append(f"| {name} | " + " | ".join(at("accuracy_sample", t) for t in temperatures) + " |")
         bleu.append(f"| {name} | " + " | ".join(at("self_bleu", t) for t in temperatures) + " |")
         if prefix != "sweep_lam0":
-            cells = []
-            for level in MATCHED_SELF_BLEU:
-                diffs = paired_difference(curves, mle, level)
-                cells.append(f"{mean_se(diffs)} (n = {len(diffs)})" if diffs else "no overlap")
-            verdict.append(f"| {label} | " + " | ".join(cells) + " |")
+            verdict.append(matched_row(label, prefix, "sweep_lam0"))
+    extra = ["| paired difference | " + levels + " |", verdict[1]]
+    extra += [matched_row(*row) for row in MATCHED_EXTRA if frontier_curves(row[1]) and frontier_curves(row[2])]
     return ("Sampled accuracy:\n\n" + "\n".join(acc) + "\n\nSelf-BLEU (lower = more diverse):\n\n"
-            + "\n".join(bleu) + "\n\nSampled accuracy at matched Self-BLEU, paired difference to MLE "
-            "(mean ± s.e. over the n seeds whose curves both reach the level; no s.e. for n = 1):\n\n" + "\n".join(verdict))
+            + "\n".join(bleu) + "\n\nSampled accuracy at matched Self-BLEU, paired difference to MLE of the same "
+            "seed: mean ± s.e. [95% t interval] over the n seeds whose curves both reach the level, and what "
+            "the interval says of the claim \"the method is more accurate than MLE\" (the rule below):\n\n"
+            + "\n".join(verdict) + "\n\nThe same between two methods (claim: the first is more accurate):\n\n"
+            + "\n".join(extra) + "\n\nThe rule: " + CLAIM_RULE)
+
+
+CLAIM_SIGN = {"self_bleu": -1, "self_bleu_correct": -1, "nll": -1}   # lower is better: the claim is < 0
+
+
+def paired_table(rows: list[tuple[str, str, str]], columns: tuple[str, ...], result_file: str = "eval.json") -> str:
+    """rows: (label, run, baseline run), names without _s<seed>. Each cell: the per-seed difference
+    run − baseline at temperature 1 over the seeds both have, mean ± s.e. [95% t interval] and what
+    it says of the claim that the difference is positive (negative for Self-BLEU and nll, where
+    lower is the claimed improvement: more diverse, more likely)."""
+    header = [f"{c} (claim {'< 0' if CLAIM_SIGN.get(c, 1) < 0 else '> 0'})" for c in columns]
+    lines = ["| paired difference | " + " | ".join(header) + " |", "|---" * (len(columns) + 1) + "|"]
+    for label, prefix, baseline in rows:
+        seeds = sorted(set(seeds_of(prefix, result_file)) & set(seeds_of(baseline, result_file)))
+        if not seeds:
+            continue
+        pairs = [(load(f"{prefix}_s{s}", result_file), load(f"{baseline}_s{s}", result_file)) for s in seeds]
+        cells = [interval_text([a[c] - b[c] for a, b in pairs if a.get(c) is not None and b.get(c) is not None],
+                               CLAIM_SIGN.get(c, 1)) for c in columns]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def gap_closed(head: str, without: str, mle: str, metric: str) -> list[float]:
+    """Per seed: the share of the gap from fine-tuning without the head to MLE-then-MLE that the
+    head closes, (head − without) / (mle − without), in `metric` at temperature 1."""
+    shares = []
+    for s in sorted(set(seeds_of(head)) & set(seeds_of(without)) & set(seeds_of(mle))):
+        h, w, m = (load(f"{p}_s{s}")[metric] for p in (head, without, mle))
+        if m != w:
+            shares.append((h - w) / (m - w))
+    return shares
 
 
 def plot_figures(folder: str = "figures") -> list[str]:
     """figures/frontier.png (accuracy against Self-BLEU through the temperatures, error bars over
-    seeds) and figures/lambda_curves.png (greedy accuracy and val nll over training)."""
+    seeds), figures/frontier_difference.png (the verdict: method − MLE at matched Self-BLEU, one dot
+    per seed, the mean and its 95% t interval) and figures/lambda_curves.png (greedy accuracy and
+    val nll over training)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -320,110 +566,179 @@ def plot_figures(folder: str = "figures") -> list[str]:
     except ImportError:
         sys.exit("experiments.py: error: --plot needs matplotlib (pip install matplotlib)")
     os.makedirs(folder, exist_ok=True)
-    panels = [("MLE and its diversity baseline (entropy cost)", ["sweep_lam0", "entropy0.01", "entropy0.03",
-                                                                  "entropy0.1", "gamma0.9_lam0.1"]),
+    methods = {prefix: (label, colour) for label, prefix, colour in FRONTIER_METHODS}
+    found = {prefix: frontier_curves(prefix) for prefix in methods}
+    panels = [("MLE, its entropy cost, and the recipe", ["sweep_lam0", "entropy0.01", "entropy0.03", "entropy0.1",
+                                                         "gamma0.9_lam0.1"]),
               ("IQLearn: λ, γ and the value head", ["sweep_lam0", "sweep_lam0.01", "sweep_lam0.1", "sweep_lam0.5",
                                                     "gamma0.9_lam0.1", "head_gamma0.9_lam0.1", "head_lam0.1",
                                                     "head_lam0.5"])]
-    methods = {prefix: (label, seeds) for label, prefix, seeds in FRONTIER_METHODS}
-    found = {prefix: frontier_curves(prefix, seeds) for prefix, (_, seeds) in methods.items()}
-    drawn = []  # a panel whose methods have no runs yet beyond another panel's is left out
-    for title, prefixes in panels:
-        present = [p for p in prefixes if found[p]]
-        missing = [methods[p][0] for p in prefixes if not found[p]]
-        if missing:
-            title += "\nnot run yet: " + ", ".join(missing)
-        if present and all(set(present) - set(other) for _, other in drawn):
-            drawn.append((title, present))
-    fig, axes = plt.subplots(1, len(drawn), figsize=(6.5 * len(drawn) + 0.5, 5.5), sharey=True, squeeze=False)
-    axes = axes[0]
-    for ax, (title, prefixes) in zip(axes, drawn):
+    panels = [(title, [p for p in prefixes if found[p]]) for title, prefixes in panels]
+    fig, axes = plt.subplots(1, len(panels), figsize=(13, 6.2), sharey=True, squeeze=False)
+    for ax, (title, prefixes) in zip(axes[0], panels):
         for prefix in prefixes:
-            label, curves = methods[prefix][0], found[prefix]
+            (label, colour), curves = methods[prefix], found[prefix]
             temps = sorted({r["temperature"] for rows in curves.values() for r in rows})
             stats = [[mean_and_se([r[k] for rows in curves.values() for r in rows if r["temperature"] == t])
                       for k in ("self_bleu", "accuracy_sample")] for t in temps]
             (x, xe), (y, ye) = zip(*[s[0] for s in stats]), zip(*[s[1] for s in stats])
-            line = ax.errorbar(x, y, xerr=xe, yerr=ye, marker="o", capsize=2, label=f"{label} ({len(curves)} seeds)")
-            if prefix in ("sweep_lam0", "gamma0.9_lam0.1"):
+            ax.errorbar(x, y, xerr=xe, yerr=ye, marker="o", markersize=4, capsize=2, color=colour,
+                        lw=2.2 if prefix in ("sweep_lam0", "gamma0.9_lam0.1") else 1.3,
+                        label=f"{label} ({len(curves)} seeds)")
+            if prefix == "sweep_lam0":
                 for xi, yi, t in zip(x, y, temps):
-                    ax.annotate(f"T={t:g}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7,
-                                color=line[0].get_color())
-        ax.set_title(title if len(drawn) > 1 else "", fontsize=9)
+                    ax.annotate(f"T={t:g}", (xi, yi), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        ax.set_title(title, fontsize=10)
         ax.set(xlabel="Self-BLEU among a problem's 5 samples (lower = more diverse)")
         ax.invert_xaxis()
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower left")
-    axes[0].set_ylabel("sampled accuracy (300 val problems)")
+        ax.legend(fontsize=8, loc="upper right")
+    axes[0][0].set_ylabel("sampled accuracy (300 val problems)")
     grid = TEMPERATURES.split(",")
-    fig.suptitle(f"Accuracy–diversity frontier\none point per sampling temperature ({grid[0]} → {grid[-1]}, "
-                 "left to right)")
-    fig.tight_layout()
-    paths = [os.path.join(folder, "frontier.png"), os.path.join(folder, "lambda_curves.png")]
+    fig.suptitle(f"Accuracy–diversity frontier: one point per sampling temperature ({grid[0]} → {grid[-1]}, "
+                 "left to right)", fontsize=11)
+    fig.text(0.5, 0.01, "Points: mean over seeds at one temperature. Bars: ±1 standard error over seeds of that mean "
+             "(unpaired), in both accuracy and Self-BLEU. The verdict (paired, at matched Self-BLEU) is in "
+             "frontier_difference.png.", ha="center", fontsize=8)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    paths = [os.path.join(folder, name) for name in ("frontier.png", "frontier_difference.png", "lambda_curves.png")]
     fig.savefig(paths[0], dpi=110)
+    plt.close(fig)
+
+    compared = [p for p in ("gamma0.9_lam0.1", "sweep_lam0.01", "sweep_lam0.1", "entropy0.1", "head_gamma0.9_lam0.1",
+                            "head_lam0.1", "head_lam0.5", "sweep_lam0.5") if found[p]]
+    fig, ax = plt.subplots(figsize=(11, 5.8))
+    width = 0.03 / max(1, len(compared) - 1)
+    for i, prefix in enumerate(compared):
+        (label, colour), n_seeds = methods[prefix], 0
+        for level in MATCHED_SELF_BLEU:
+            x = level - 0.015 + i * width
+            diffs = paired_difference(found[prefix], found["sweep_lam0"], level)
+            n_seeds = max(n_seeds, len(diffs))
+            ax.scatter([x] * len(diffs), diffs, s=12, color=colour, alpha=0.55, lw=0)
+            interval = t_interval(diffs)
+            if interval:
+                m, _, low, high = interval
+                ax.errorbar([x], [m], yerr=[[m - low], [high - m]], fmt="D", markersize=5, color=colour, capsize=3,
+                            lw=1.5)
+        ax.plot([], [], "D", color=colour, label=f"{label} (≤ {n_seeds} seeds)")
+    ax.axhline(0, color="black", lw=1)
+    ax.set_xticks(MATCHED_SELF_BLEU, [f"{x:g}" for x in MATCHED_SELF_BLEU])
+    ax.invert_xaxis()
+    ax.set(xlabel="Self-BLEU level (lower = more diverse)",
+           ylabel="sampled accuracy: method − MLE of the same seed")
+    ax.set_title("The verdict: accuracy at matched Self-BLEU, method − MLE (paired by seed)", fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left", ncol=2)
+    fig.text(0.5, 0.01, "Dots: one seed. Diamonds and bars: the mean over seeds and its 95% interval (Student's t, "
+             "n − 1 df; n = 2 gives a very wide one). A level a seed's curve does not reach is left out.",
+             ha="center", fontsize=8)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.savefig(paths[1], dpi=110)
+    plt.close(fig)
 
     fig, (acc_ax, nll_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
     for prefix in ("sweep_lam0", "sweep_lam0.01", "sweep_lam0.1", "sweep_lam0.5", "gamma0.9_lam0.1"):
-        label, logs = methods[prefix][0], [rows[0] for rows in found[prefix].values()]
+        (label, colour), logs = methods[prefix], [rows[0] for rows in found[prefix].values()]
         if not logs:
             continue
         iters = sorted(set.intersection(*(set(r["curve"]) for r in logs)))
         for ax, key in ((acc_ax, "curve"), (nll_ax, "nll_curve")):
             m, se = zip(*[mean_and_se([r[key][i] for r in logs]) for i in iters])
-            ax.errorbar(iters, m, yerr=se, marker="o", capsize=2, label=f"{label} ({len(logs)} seeds)")
+            ax.errorbar(iters, m, yerr=se, marker="o", capsize=2, color=colour, label=f"{label} ({len(logs)} seeds)")
     acc_ax.set(xlabel="iteration", ylabel="greedy accuracy (200 val problems)", title="Greedy accuracy over training")
     nll_ax.set(xlabel="iteration", ylabel="val nll per token", title="Validation nll over training", yscale="log")
     for ax in (acc_ax, nll_ax):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(paths[1], dpi=110)
+    fig.text(0.5, 0.01, "Bars: ±1 standard error over seeds.", ha="center", fontsize=8)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.savefig(paths[2], dpi=110)
+    plt.close(fig)
     return paths
 
 
 def report_frontier() -> None:
     print("### Frontier: accuracy against diversity across sampling temperatures\n")
     print(frontier_tables())
-    print("\n### Value head, from scratch (300 val problems, temperature 1)\n")
-    scratch = [("MLE", "sweep_lam0"), ("λ = 0.1", "sweep_lam0.1"), ("λ = 0.1 + head", "head_lam0.1"),
-               ("λ = 0.5", "sweep_lam0.5"), ("λ = 0.5 + head", "head_lam0.5"),
-               ("λ = 0.1, γ = 0.9", "gamma0.9_lam0.1"), ("λ = 0.1, γ = 0.9 + head", "head_gamma0.9_lam0.1")]
+    print("\n### From scratch at temperature 1 (300 val problems; every seed that exists)\n")
+    scratch = [("MLE", "sweep_lam0"), ("λ = 0.01", "sweep_lam0.01"), ("λ = 0.1", "sweep_lam0.1"),
+               ("λ = 0.1 + head", "head_lam0.1"), ("λ = 0.5", "sweep_lam0.5"), ("λ = 0.5 + head", "head_lam0.5"),
+               ("λ = 0.1, γ = 0.9", "gamma0.9_lam0.1"), ("λ = 0.1, γ = 0.9 + head", "head_gamma0.9_lam0.1"),
+               *[(f"MLE + entropy {c:g}", f"entropy{c:g}") for c in ENTROPY_COEFS]]
     print(table(scratch, METRICS + ("val_td", "reward_mean"), result_file="frontier.json"))
+    print("\nPaired by seed, at temperature 1:\n")
+    print(paired_table([(f"{label} − MLE", prefix, "sweep_lam0") for label, prefix in scratch[1:]]
+                       + [("λ = 0.1, γ = 0.9 + head − λ = 0.1, γ = 0.9", "head_gamma0.9_lam0.1", "gamma0.9_lam0.1"),
+                          ("λ = 0.1, γ = 0.9 − λ = 0.1", "gamma0.9_lam0.1", "sweep_lam0.1")],
+                       ("accuracy_greedy", "accuracy_beam", "accuracy_sample", "self_bleu", "self_bleu_correct", "nll"),
+                       result_file="frontier.json"))
     print("\n### Value head, the protocol: MLE, then 400 iterations of fine-tuning\n")
     print(table([("MLE, then MLE", "finetune_lam0"), ("then λ = 0.1", "finetune_lam0.1"),
                  ("then λ = 0.1 + head", "finetune_head_lam0.1"), ("then λ = 0.5", "finetune_lam0.5"),
                  ("then λ = 0.5 + head", "finetune_head_lam0.5")], METRICS + ("val_td", "reward_mean")))
+    print("\nPaired by seed:\n")
+    print(paired_table([("then λ = 0.5 + head − then λ = 0.5", "finetune_head_lam0.5", "finetune_lam0.5"),
+                        ("then λ = 0.5 + head − MLE, then MLE", "finetune_head_lam0.5", "finetune_lam0"),
+                        ("then λ = 0.5 − MLE, then MLE", "finetune_lam0.5", "finetune_lam0"),
+                        ("then λ = 0.1 + head − then λ = 0.1", "finetune_head_lam0.1", "finetune_lam0.1")],
+                       ("accuracy_greedy", "accuracy_beam", "accuracy_sample", "self_bleu", "nll")))
+    print("\nShare of the gap (then λ = 0.5 → MLE, then MLE) that the head closes, per seed "
+          "(head − without) / (MLE − without):\n")
+    for metric in ("accuracy_greedy", "accuracy_beam", "accuracy_sample", "nll"):
+        shares = gap_closed("finetune_head_lam0.5", "finetune_lam0.5", "finetune_lam0", metric)
+        print(f"- {metric}: {interval_text(shares, word=False) if shares else 'n/a'}")
     print("\n### Rewards: pooled and within-problem correlation of R with correctness (temperature 1)\n")
     rewards = [("MLE (γ = 1)", "sweep_lam0"), ("λ = 0.01 (γ = 1)", "sweep_lam0.01"), ("λ = 0.1 (γ = 1)", "sweep_lam0.1"),
                ("λ = 0.5 (γ = 1)", "sweep_lam0.5"), ("λ = 0.1, γ = 0.9", "gamma0.9_lam0.1"),
                ("λ = 0.1, γ = 0.9 + head", "head_gamma0.9_lam0.1"), ("λ = 0.5 + head (γ = 1)", "head_lam0.5")]
-    print(table(rewards, ("reward_spearman", "reward_spearman_within", "reward_within_problems"),
-                result_file="frontier.json"))
+    columns = ("reward_spearman", "reward_spearman_within", "reward_within_problems")
+    print(table(rewards, columns, result_file="frontier.json"))
+    print("\nPaired by seed:\n")
+    print(paired_table([(f"{label} − MLE", prefix, "sweep_lam0") for label, prefix in rewards[1:]],
+                       columns[:2], result_file="frontier.json"))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", default=None, help="comma-separated groups: " + ", ".join(plan()))
+    parser.add_argument("--only", default=None, help="comma-separated groups: " + ", ".join([*plan(), "null_reason"]))
     parser.add_argument("--report", action="store_true", help="print the tables only")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs side by side")
     parser.add_argument("--plot", action="store_true", help="also draw figures/*.png (needs matplotlib)")
+    parser.add_argument("--provenance", metavar="NAME", help="print results/NAME/run.json: how, where, which code")
+    parser.add_argument("--backfill", action="store_true",
+                        help="write run.json for results/ folders without one (unrecoverable facts: unknown)")
     args = parser.parse_args()
+    if args.provenance:
+        print(provenance(args.provenance))
+        return
+    if args.backfill:
+        print("\n".join(f"wrote {RESULTS}/{name}/run.json" for name in backfill_provenance()))
+        return
     groups = plan()
-    chosen = args.only.split(",") if args.only else list(groups)
+    chosen = args.only.split(",") if args.only else [*groups, "null_reason"]
     for group in chosen:
-        if group not in groups:
+        if group not in groups and group != "null_reason":
             parser.error(f"unknown group {group}")
     if not args.report:
         os.makedirs(RUNS, exist_ok=True)
         all_runs = {name: flags for runs in groups.values() for name, flags in runs}
         for group in chosen:  # in order: the protocol group starts from the sweep's MLE runs
-            eval_flags, result_file = (FRONTIER_EVAL, "frontier.json") if group == "frontier" else (EVAL, "eval.json")
+            if group == "null_reason":
+                measure_null_reason(all_runs)
+                continue
+            eval_flags, result_file = {"frontier": (FRONTIER_EVAL, "frontier.json"),
+                                       "quickstart": (QUICKSTART_EVAL, "eval.json")}.get(group, (EVAL, "eval.json"))
             with ThreadPoolExecutor(args.jobs) as pool:
-                list(pool.map(lambda job: run(*job, eval_flags, result_file, all_runs), groups[group]))
-    if set(chosen) - {"frontier", "value_head"}:
+                list(pool.map(lambda job: train_and_evaluate(*job, eval_flags, result_file, all_runs), groups[group]))
+    if "quickstart" in chosen:
+        print(quickstart_table())
+    if set(chosen) - {"frontier", "value_head", "quickstart", "null_reason"}:
         report()
     if set(chosen) & {"frontier", "value_head"}:
         report_frontier()
+    if "null_reason" in chosen:
+        print(null_reason_report())
     if args.plot:
         print("\n".join(f"wrote {path}" for path in plot_figures()))
 

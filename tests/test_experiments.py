@@ -78,3 +78,104 @@ def test_accuracy_at_matched_self_bleu_interpolates_and_pairs_by_seed():
     diffs = experiments.paired_difference({1: rows, 2: rows, 3: rows}, {1: lower(0.05), 2: lower(0.15)}, 0.75)
     assert diffs == [pytest.approx(0.05), pytest.approx(0.15)]
     assert experiments.paired_difference({1: rows}, {1: lower(0.05)}, 0.9) == []  # outside: no extrapolation
+
+
+# ----------------------------------------------------------------------------------------------
+# The 95% interval and the one rule that turns it into words
+
+def test_t_interval_on_a_hand_computed_case():
+    # 0.01, 0.03, 0.05: mean 0.03, sample sd 0.02, s.e. 0.02 / sqrt(3) = 0.011547; t(0.975, 2 df) = 4.303,
+    # so the half-width is 4.303 x 0.011547 = 0.049687
+    m, se, low, high = experiments.t_interval([0.01, 0.03, 0.05])
+    assert m == pytest.approx(0.03) and se == pytest.approx(0.0115470, abs=1e-7)
+    assert low == pytest.approx(-0.019687, abs=1e-6) and high == pytest.approx(0.079687, abs=1e-6)
+    # two values, 1 df: t = 12.706, s.e. = |a - b| / 2
+    assert experiments.t_interval([0.1, 0.3])[2:] == pytest.approx((0.2 - 1.2706, 0.2 + 1.2706))
+    assert experiments.t_interval([0.5]) is None and experiments.t_interval([None, 0.5]) is None
+
+
+def test_t_quantiles_are_students():
+    try:
+        from scipy import stats  # not a project dependency: checked when present
+    except ImportError:
+        stats = None
+    if stats is not None:
+        for df, t in experiments.T_975.items():
+            assert t == pytest.approx(stats.t.ppf(0.975, df), abs=5e-4)
+    # published values (any t table): 1 df 12.706, 2 df 4.303, 4 df 2.776, 10 df 2.228
+    assert [experiments.T_975[df] for df in (1, 2, 4, 10)] == [12.706, 4.303, 2.776, 2.228]
+
+
+@pytest.mark.parametrize("low, high, sign, word", [
+    (0.01, 0.05, 1, "holds"), (-0.05, -0.01, 1, "does not hold"), (-0.01, 0.05, 1, "within noise"),
+    (-0.05, -0.01, -1, "holds"), (0.01, 0.05, -1, "does not hold"), (-0.05, 0.0, -1, "within noise")])
+def test_claim_word_follows_the_rule(low, high, sign, word):
+    assert experiments.claim_word(low, high, sign) == word
+
+
+def test_paired_table_gives_the_interval_and_the_word_of_the_rule(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiments, "RESULTS", str(tmp_path))
+    greedy = {"mle": (0.50, 0.60, 0.70), "up": (0.60, 0.72, 0.78), "noisy": (0.55, 0.55, 0.70),
+              "down": (0.30, 0.38, 0.52)}
+    for prefix, values in greedy.items():
+        for seed, g in enumerate(values, start=1):
+            fake_run(tmp_path, f"{prefix}_s{seed}", {"accuracy_greedy": g, "self_bleu": g})
+    text = experiments.paired_table([("up", "up", "mle"), ("noisy", "noisy", "mle"), ("down", "down", "mle")],
+                                    ("accuracy_greedy", "self_bleu"))
+    lines = text.splitlines()
+    assert lines[0] == "| paired difference | accuracy_greedy (claim > 0) | self_bleu (claim < 0) |"
+    # up: differences 0.10, 0.12, 0.08, mean 0.10, s.e. 0.02 / sqrt(3), interval 0.10 ± 4.303 x 0.011547
+    assert lines[2].startswith("| up | +0.100 ± 0.012 [+0.050, +0.150] (n = 3): holds |")
+    assert lines[2].endswith("[+0.050, +0.150] (n = 3): does not hold |")   # higher Self-BLEU: less diverse
+    assert "(n = 3): within noise" in lines[3].split("|")[2]                   # 0.05, -0.05, 0.00
+    assert lines[4].split("|")[2].strip().endswith("does not hold")           # -0.20, -0.22, -0.18
+    assert lines[4].split("|")[3].strip().endswith(": holds")
+
+
+def test_tables_use_every_seed_that_exists(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiments, "RESULTS", str(tmp_path))
+    for seed in (1, 2, 3, 4, 5):
+        fake_run(tmp_path, f"mle_s{seed}", {"accuracy_greedy": 0.1 * seed})
+    fake_run(tmp_path, "mle2_s7", {})                  # another run whose name starts the same
+    (tmp_path / "mle_s9").mkdir()                      # no evaluation yet
+    assert experiments.seeds_of("mle") == [1, 2, 3, 4, 5]
+    assert "| MLE (5 seeds) | 0.300 ± " in experiments.table([("MLE", "mle")], ("accuracy_greedy",))
+
+
+# ----------------------------------------------------------------------------------------------
+# Provenance: run.json
+
+def test_backfill_recovers_the_commands_and_says_unknown_for_the_rest(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiments, "RESULTS", str(tmp_path))
+    folder = tmp_path / "gamma0.9_lam0.1_s2"
+    folder.mkdir()
+    (folder / "frontier.json").write_text(json.dumps({"temperature": 0.5, "seconds": 812.5}) + "\n"
+                                          + json.dumps({"temperature": 1.0, "seconds": 812.5}) + "\n")
+    (tmp_path / "not_a_planned_run").mkdir()
+    assert experiments.backfill_provenance() == ["gamma0.9_lam0.1_s2"]
+    facts = json.loads((folder / "run.json").read_text())
+    assert facts["train_command"] == ("python train.py --n_embd 128 --n_head 4 --max_iters 1200 --eval_interval 200 "
+                                      "--seed 2 --lambda 0.1 --gamma 0.9 --out_dir runs/gamma0.9_lam0.1_s2")
+    assert facts["sample_command"] == ("python sample.py --out_dir runs/gamma0.9_lam0.1_s2 --eval --json "
+                                       "--num_problems 300 --num_samples 5 --temperature 0.5,0.7,1.0,1.3")
+    assert facts["eval_seconds"] == 812.5 and facts["backfilled"] is True
+    for key in ("commit", "torch", "cpu", "threads", "train_seconds"):
+        assert facts[key] == "unknown"
+    assert experiments.backfill_provenance() == []   # a folder with run.json is left alone
+    printed = experiments.provenance("gamma0.9_lam0.1_s2")
+    assert "train_command" in printed and "--gamma 0.9" in printed
+
+
+def test_a_run_records_its_machine_and_commands(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiments, "RESULTS", str(tmp_path))
+    (tmp_path / "quickstart_lam0").mkdir()
+    experiments.write_provenance("quickstart_lam0", {"train_command": "python train.py --lambda 0",
+                                                     "train_seconds": 783.0})
+    facts = json.loads((tmp_path / "quickstart_lam0" / "run.json").read_text())
+    assert facts["name"] == "quickstart_lam0" and facts["threads"] == 1
+    assert facts["cpu"] and facts["torch"] and len(facts["commit"]) in (40, len("unknown"))
+    fake_run(tmp_path, "quickstart_lam0.5", {"accuracy_beam": 0.58, "self_bleu": 0.641}, td=(0.5, 0.07))
+    # quickstart_lam0 has a run.json but no evaluation: only the λ = 0.5 row
+    table = experiments.quickstart_table().splitlines()
+    assert table[4] == "| `python train.py --lambda 0.5` | 0.100 | 0.900 | unknown | 0.580 | 0.641 |"
+    assert len(table) == 5 or table[5] == ""
