@@ -1,18 +1,36 @@
-"""The README's exercises name pytest selections; each must still select tests, or the exercise
-has rotted as the code changed."""
+"""The README and the pages under docs/ must not rot as the code changes. The course's exercises name
+pytest selections: each must still select tests. Every relative link in README.md and docs/*.md must
+point at a file that exists and, for `page.md#anchor`, at a heading that page has. Fast: nothing here
+trains a model."""
 
+import glob
 import json
 import os
 import re
 import subprocess
 import sys
+import unicodedata
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COURSE = os.path.join(ROOT, "docs", "course.md")
 
 
+def read(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def pages() -> list[str]:
+    return [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
+
+
+# --- the exercises ---------------------------------------------------------------------------------
 def exercise_selections() -> list[tuple[str, str | None]]:
-    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
-    section = readme.split("## Exercises", 1)[1].split("\n## ", 1)[0]
+    course = read(COURSE)
+    assert "\n## Exercises\n" in course, "docs/course.md has no '## Exercises' section"
+    section = course.split("\n## Exercises\n", 1)[1].split("\n## ", 1)[0]
     found = re.findall(r'python -m pytest -q ((?:tests/\S+?\.py ?)+?)(?: -k "([^"]+)")?`', section)
     return [(paths.strip(), expression) for paths, expression in found]
 
@@ -45,3 +63,98 @@ def test_every_exercise_selection_selects_tests():
     counts = json.loads(result.stdout.strip().splitlines()[-1])
     for (path, expression), n in zip(selections, counts):
         assert n > 0, f"{path} -k {expression!r} selects no test"
+
+
+# --- the links -------------------------------------------------------------------------------------
+FENCE = re.compile(r"^(```|~~~)")
+INLINE_CODE = re.compile(r"`[^`\n]*`")
+LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+
+
+def prose_lines(text: str) -> list[str]:
+    """The lines outside fenced code blocks (a `# comment` in a bash block is no heading, and a
+    `[x](y)` in code is no link)."""
+    lines, in_fence = [], False
+    for line in text.split("\n"):
+        if FENCE.match(line.lstrip()):
+            in_fence = not in_fence
+            continue
+        if not in_fence:
+            lines.append(line)
+    return lines
+
+
+def github_anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: its text (markup and link targets dropped), lowercased, every
+    character that is not a letter, a digit, a space, '-' or '_' dropped, spaces turned into '-'."""
+    text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", heading)   # a link keeps its text only
+    text = text.lower()
+    kept = "".join(c for c in text
+                   if c in " -_" or unicodedata.category(c)[0] in ("L", "N", "M"))
+    return kept.replace(" ", "-")
+
+
+def anchors(path: str) -> set[str]:
+    """Every anchor a page has, with GitHub's -1, -2 ... for repeated headings."""
+    seen: dict[str, int] = {}
+    found = set()
+    for line in prose_lines(read(path)):
+        match = HEADING.match(line)
+        if not match:
+            continue
+        anchor = github_anchor(match.group(2))
+        if anchor in seen:
+            seen[anchor] += 1
+            found.add(f"{anchor}-{seen[anchor]}")
+        else:
+            seen[anchor] = 0
+            found.add(anchor)
+    return found
+
+
+def relative_links(path: str) -> list[str]:
+    # A link's text may wrap onto the next line, so the prose is searched as one string.
+    prose = "\n".join(INLINE_CODE.sub("", line) for line in prose_lines(read(path)))
+    return [target for target in LINK.findall(prose)
+            if not re.match(r"^[a-z][a-z0-9+.-]*:", target, re.IGNORECASE)]   # http:, mailto: ...
+
+
+def test_anchor_rules():
+    assert github_anchor("8. The accuracy–diversity frontier") == "8-the-accuracydiversity-frontier"
+    assert github_anchor("Fine-tuning GPT-2 on GSM8K (the paper's setting)") == \
+        "fine-tuning-gpt-2-on-gsm8k-the-papers-setting"
+    assert github_anchor("1. λ sweep from scratch") == "1-λ-sweep-from-scratch"
+    assert github_anchor("Online IQLearn: mixing in the model's own samples") == \
+        "online-iqlearn-mixing-in-the-models-own-samples"
+    assert github_anchor("`--eval` and_more") == "--eval-and_more"
+
+
+def test_the_pages_exist():
+    names = {os.path.relpath(p, ROOT) for p in pages()}
+    for name in ("README.md", "docs/results.md", "docs/course.md", "docs/gpt2.md"):
+        assert name in names, f"{name} is missing"
+
+
+@pytest.mark.parametrize("page", [os.path.relpath(p, ROOT) for p in pages()])
+def test_every_relative_link_resolves(page):
+    source = os.path.join(ROOT, page)
+    broken = []
+    for target in relative_links(source):
+        file_part, _, anchor = target.partition("#")
+        destination = (os.path.normpath(os.path.join(os.path.dirname(source), file_part))
+                       if file_part else source)
+        if not os.path.exists(destination):
+            broken.append(f"{target} (no file {os.path.relpath(destination, ROOT)})")
+        elif anchor and destination.endswith(".md") and anchor not in anchors(destination):
+            broken.append(f"{target} (no heading with anchor #{anchor} in "
+                          f"{os.path.relpath(destination, ROOT)})")
+    assert not broken, f"{page}: broken links: " + "; ".join(broken)
+
+
+def test_the_readme_links_every_docs_page():
+    readme_targets = {os.path.normpath(t.partition("#")[0])
+                      for t in relative_links(os.path.join(ROOT, "README.md"))}
+    for page in pages()[1:]:
+        name = os.path.relpath(page, ROOT)
+        assert name in readme_targets, f"README.md does not link {name}"
