@@ -179,3 +179,34 @@ def test_a_run_records_its_machine_and_commands(tmp_path, monkeypatch):
     table = experiments.quickstart_table().splitlines()
     assert table[4] == "| `python train.py --lambda 0.5` | 0.100 | 0.900 | unknown | 0.580 | 0.641 |"
     assert len(table) == 5 or table[5] == ""
+
+
+# ----------------------------------------------------------------------------------------------
+# The reason for the null: KL to a tempered MLE
+
+def test_tempered_kl_finds_the_temperature_a_policy_was_made_with():
+    torch = pytest.importorskip("torch")
+    reference = torch.randn(200, 30, generator=torch.Generator().manual_seed(0)) * 3
+    kl = experiments.tempered_kl(reference / 1.5, reference)   # the policy IS the reference at T = 1.5
+    best = min(range(len(kl)), key=kl.__getitem__)
+    assert experiments.KL_TEMPERATURES[best] == 1.5 and kl[best] == pytest.approx(0.0, abs=1e-9)
+    assert kl[experiments.KL_TEMPERATURES.index(1.0)] > 0.01
+
+
+def test_null_reason_report_pairs_each_policy_with_the_floor_of_its_seed(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiments, "RESULTS", str(tmp_path))
+    pair = lambda policy, run, ref, t1, kmin, same=False: {
+        "policy": policy, "run": run, "reference": ref, "same_seed": same, "kl_at_T1": t1, "kl_min": kmin, "best_T": 1.2}
+    recipe, mle = "recipe (λ = 0.1, γ = 0.9)", "MLE"
+    pairs = [pair(mle, "sweep_lam0_s1", "sweep_lam0_s2", 0.09, 0.08), pair(mle, "sweep_lam0_s2", "sweep_lam0_s1", 0.10, 0.09),
+             pair(recipe, "gamma0.9_lam0.1_s1", "sweep_lam0_s2", 0.20, 0.11),
+             pair(recipe, "gamma0.9_lam0.1_s2", "sweep_lam0_s1", 0.20, 0.13)]
+    (tmp_path / "null_reason").mkdir()
+    (tmp_path / "null_reason" / "kl.json").write_text(json.dumps(
+        {"seeds": [1, 2], "temperatures": [0.5, 3.0], "positions": 7, "pairs": pairs,
+         "log_checks": [{"name": "sweep_lam0_s1", "log_equal": True}]}))
+    text = experiments.null_reason_report()
+    recipe_row = next(line for line in text.splitlines() if line.startswith(f"| {recipe}"))
+    # paired differences 0.11 - 0.08 = 0.03 and 0.13 - 0.09 = 0.04: mean 0.035, s.e. 0.005, 1 df
+    assert recipe_row.endswith("| +0.035 ± 0.005 [−0.029, +0.099] (n = 2): within noise |")
+    assert "1 of 1 logs equal" in text
