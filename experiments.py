@@ -195,6 +195,7 @@ def machine() -> dict:
             "uncommitted_changes": UNKNOWN if changed == UNKNOWN else [line[3:] for line in changed.splitlines()],
             "torch": torch_version, "python": platform.python_version(), "cpu": cpu_model(),
             "cpu_count": os.cpu_count(), "threads": int(ONE_THREAD["OMP_NUM_THREADS"]),
+            "load_average_1min_at_end": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else UNKNOWN,
             "finished_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
@@ -452,7 +453,7 @@ FRONTIER_METHODS = [  # (label, run name without _s<seed>, its colour in every f
     ("MLE", "sweep_lam0", "black"),
     *[(f"MLE + entropy {c:g}", f"entropy{c:g}", colour)
       for c, colour in zip(ENTROPY_COEFS, ("#9ecae1", "#4292c6", "#08519c"))],
-    ("IQLearn λ = 0.01", "sweep_lam0.01", "#a1d99b"),
+    ("IQLearn λ = 0.01", "sweep_lam0.01", "#74c476"),
     ("IQLearn λ = 0.1", "sweep_lam0.1", "#41ab5d"),
     ("IQLearn λ = 0.5", "sweep_lam0.5", "#8c6d31"),
     ("IQLearn λ = 0.1, γ = 0.9 (recipe)", "gamma0.9_lam0.1", "#d62728"),
@@ -608,21 +609,33 @@ def plot_figures(folder: str = "figures") -> list[str]:
 
     compared = [p for p in ("gamma0.9_lam0.1", "sweep_lam0.01", "sweep_lam0.1", "entropy0.1", "head_gamma0.9_lam0.1",
                             "head_lam0.1", "head_lam0.5", "sweep_lam0.5") if found[p]]
-    fig, ax = plt.subplots(figsize=(11, 5.8))
+    fig, ax = plt.subplots(figsize=(12.5, 5.8))
     width = 0.03 / max(1, len(compared) - 1)
+    shown, bars = [0.0], []   # the y range: every seed's dot and every interval of 3 or more seeds
     for i, prefix in enumerate(compared):
         (label, colour), n_seeds = methods[prefix], 0
         for level in MATCHED_SELF_BLEU:
-            x = level - 0.015 + i * width
+            x = level + 0.015 - i * width
             diffs = paired_difference(found[prefix], found["sweep_lam0"], level)
             n_seeds = max(n_seeds, len(diffs))
             ax.scatter([x] * len(diffs), diffs, s=12, color=colour, alpha=0.55, lw=0)
+            shown += diffs
             interval = t_interval(diffs)
             if interval:
                 m, _, low, high = interval
                 ax.errorbar([x], [m], yerr=[[m - low], [high - m]], fmt="D", markersize=5, color=colour, capsize=3,
                             lw=1.5)
+                bars.append((x, low, high, colour))
+                if len(diffs) >= 3:
+                    shown += [low, high]
         ax.plot([], [], "D", color=colour, label=f"{label} (≤ {n_seeds} seeds)")
+    bottom, top = min(shown) - 0.02, max(shown) + 0.02
+    ax.set_ylim(bottom, top)
+    for x, low, high, colour in bars:   # an interval of 2 seeds (1 df) may run off the plot: say where to
+        for end, edge, va in ((low, bottom, "bottom"), (high, top, "top")):
+            if (end < edge) if va == "bottom" else (end > edge):
+                ax.annotate(f"{end:+.2f}", (x, edge), textcoords="offset points", xytext=(0, 2 if va == "bottom" else -2),
+                            ha="center", va=va, fontsize=8, fontweight="bold", color=colour)
     ax.axhline(0, color="black", lw=1)
     ax.set_xticks(MATCHED_SELF_BLEU, [f"{x:g}" for x in MATCHED_SELF_BLEU])
     ax.invert_xaxis()
@@ -630,11 +643,12 @@ def plot_figures(folder: str = "figures") -> list[str]:
            ylabel="sampled accuracy: method − MLE of the same seed")
     ax.set_title("The verdict: accuracy at matched Self-BLEU, method − MLE (paired by seed)", fontsize=11)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left", ncol=2)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.text(0.5, 0.01, "Dots: one seed. Diamonds and bars: the mean over seeds and its 95% interval (Student's t, "
-             "n − 1 df; n = 2 gives a very wide one). A level a seed's curve does not reach is left out.",
+             "n − 1 df; n = 2 gives a very wide one: a number marks where\nan interval runs off the plot). "
+             "A level a seed's curve does not reach is left out.",
              ha="center", fontsize=8)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(paths[1], dpi=110)
     plt.close(fig)
 
