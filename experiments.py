@@ -345,6 +345,9 @@ def mean_se(values: list[float]) -> str:
     return f"{m:.3f}" if len(values) < 2 else f"{m:.3f} ± {se:.3f}"
 
 
+NOT_KEPT = "(no run of this table is kept in results/: its numbers are from an unkept earlier round)"
+
+
 def seeds_of(prefix: str, result_file: str = "eval.json") -> list[int]:
     """Every seed of a run (name without _s<seed>) whose evaluation is in results/: tables use all
     the seeds that exist, not only the plan's first ones."""
@@ -365,7 +368,7 @@ def table(rows: list[tuple[str, str]], columns: tuple[str, ...], result_file: st
             continue
         cells = [mean_se([r.get(c) for r in results]) for c in columns]
         lines.append(f"| {label} ({len(results)} seeds) | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines) if len(lines) > 2 else NOT_KEPT
 
 
 def curve(prefixes: list[tuple[str, str]], key: str = "curve") -> str:
@@ -377,7 +380,7 @@ def curve(prefixes: list[tuple[str, str]], key: str = "curve") -> str:
         if results:
             rows.append((label, results))
     if not rows:
-        return ""
+        return NOT_KEPT
     iters = sorted(set.intersection(*(set(r[key]) for _, results in rows for r in results)))
     lines = ["| iter | " + " | ".join(str(i) for i in iters) + " |", "|---" * (len(iters) + 1) + "|"]
     for label, results in rows:
@@ -905,7 +908,7 @@ def main() -> None:
             with ThreadPoolExecutor(args.jobs) as pool:
                 list(pool.map(lambda job: train_and_evaluate(*job, eval_flags, result_file, all_runs), groups[group]))
     if "quickstart" in chosen:
-        print(quickstart_table())
+        print(quickstart_table() + "\n")
     if set(chosen) - {"frontier", "value_head", "quickstart", "null_reason"}:
         report()
     if set(chosen) & {"frontier", "value_head"}:
