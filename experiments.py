@@ -1,17 +1,22 @@
-"""Rerun the README's Results: every experiment with train.py and `sample.py --eval`, then print
-the tables (markdown) from what the runs left behind.
+"""Rerun the Results (docs/results.md): every experiment with train.py and `sample.py --eval`, then
+print the tables (markdown) from what the runs left behind.
 
-    python experiments.py                  # everything (several hours on 2 CPU cores)
+    python experiments.py                  # everything (many hours on 2 CPU cores)
     python experiments.py --only sweep     # one group; finished runs are skipped, so it resumes
+    python experiments.py --only quickstart          # the README quick start's two commands
+    python experiments.py --only null_reason         # KL of the recipe to a tempered MLE (Results §9)
     python experiments.py --report         # only print the tables of the runs that exist
     python experiments.py --only frontier --plot   # the frontier; its tables and figures/*.png
+    python experiments.py --provenance NAME        # how, where and from which code a run was made
 
 Each run is `python train.py <flags> --out_dir runs/<name>` followed by
 `python sample.py --out_dir runs/<name> --eval --json` (the frontier: 300 problems at a grid of
 temperatures). Checkpoints stay in runs/ (not in git); what the tables and figures need, each
 run's log.jsonl and its evaluation (eval.json, or frontier.json with one JSON line per
-temperature), is kept in results/<name>/, so they rebuild on any machine and a run whose result is
-there is skipped. The tables are mean ± standard error over seeds.
+temperature), is kept in results/<name>/ with run.json (the exact commands, commit, torch, CPU,
+threads, wall time), so they rebuild on any machine and a run whose result is there is skipped.
+The tables are mean ± standard error over seeds; a claim rests on a paired 95% Student's t
+interval and the one rule of CLAIM_RULE (holds / does not hold / within noise).
 """
 
 import argparse
