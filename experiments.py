@@ -173,7 +173,8 @@ UNKNOWN = "unknown"   # what could not be recovered for a run made before run.js
 
 def git(*args: str) -> str:
     try:
-        return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
+        # (only the trailing newline goes: `git status --porcelain` lines begin with a space)
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.rstrip("\n")
     except (OSError, subprocess.CalledProcessError):
         return UNKNOWN
 

@@ -210,3 +210,10 @@ def test_null_reason_report_pairs_each_policy_with_the_floor_of_its_seed(tmp_pat
     # paired differences 0.11 - 0.08 = 0.03 and 0.13 - 0.09 = 0.04: mean 0.035, s.e. 0.005, 1 df
     assert recipe_row.endswith("| +0.035 ± 0.005 [−0.029, +0.099] (n = 2): within noise |")
     assert "1 of 1 logs equal" in text
+
+
+def test_machine_names_the_changed_files_whole(monkeypatch):
+    answers = {"status": " M experiments.py\nM  train.py", "rev-parse": "0" * 40}
+    monkeypatch.setattr(experiments, "git", lambda *args: answers[args[0]])
+    facts = experiments.machine()
+    assert facts["uncommitted_changes"] == ["experiments.py", "train.py"] and facts["commit"] == "0" * 40
