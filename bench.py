@@ -31,12 +31,11 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from iqlearn import check_coefficients, iqlearn_loss
-from model import GPT, GPT2_SIZES, GPT2_VOCAB, GPTConfig, param_counts, pick_device, pick_dtype, step_memory
+from data import Batches, collate, load_dataset
+from gpt2 import GPT2_SIZES, GPT2_VOCAB
+from model import GPT, GPTConfig
+from runtime import Parser, param_counts, pick_device, pick_dtype, step_memory
 
-# Mirrors train.py's defaults (keep in sync): the built-in task's compact vocabulary of 366
-# tokens; its batches are padded to about 73 tokens on average, in a 128 block.
-TRAIN_DEFAULTS = dict(vocab_size=366, block_size=128, n_layer=4, n_head=8, n_embd=256,
-                      batch_size=32, seq_len=73, lam=0.5)
 
 # Dense bf16 (= fp16) tensor-core peak FLOP/s, matched on torch.cuda.get_device_name(), first
 # match wins. A float32 run is measured against the same peak, as nanoGPT does.
@@ -44,9 +43,16 @@ PEAK_FLOPS = [("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("A100"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, not a usage dump
-        self.exit(2, f"{self.prog}: error: {message}\n")
+def train_defaults() -> dict:
+    """train.py's default run, derived from its TrainConfig: the model, the batch and lambda, the
+    built-in task's compact vocabulary, and its batches' mean padded length (over 20 batches)."""
+    from train import TrainConfig, data_spec  # a script's defaults; only --default_config needs them
+    c = TrainConfig()
+    dataset = load_dataset(data_spec(c), c.block_size)
+    batches = Batches(dataset.train, c.batch_size, c.seed)
+    seq_len = round(statistics.mean(collate(batches.next())[0].shape[1] for _ in range(20)))
+    return dict(vocab_size=dataset.vocab.size, block_size=c.block_size, n_layer=c.n_layer, n_head=c.n_head,
+                n_embd=c.n_embd, batch_size=c.batch_size, seq_len=seq_len, lam=c.lam)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -73,12 +79,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--peak_flops", type=float, default=None,
                    help="device peak FLOP/s for MFU; None: looked up by CUDA device name")
     p.add_argument("--default_config", action="store_true",
-                   help=f"bench train.py's default run (replaces sizes and lam): {TRAIN_DEFAULTS}")
+                   help="bench train.py's default run: its model, batch, lambda, vocabulary and mean "
+                        "padded length (replace the sizes and --lam)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
     args.seq_len = args.block_size
     if args.default_config:
-        vars(args).update(TRAIN_DEFAULTS)
+        vars(args).update(train_defaults())
     if args.gpt2:
         args.n_layer, args.n_head, args.n_embd = GPT2_SIZES[args.gpt2]
         args.vocab_size = GPT2_VOCAB
@@ -132,18 +139,18 @@ def iq_loss(logits: torch.Tensor, targets: torch.Tensor, done: torch.Tensor, lam
     return iqlearn_loss(logits, targets, lam=lam, done=done)[0]
 
 
-def train_step(run: dict, batch, args: argparse.Namespace) -> None:
+def train_step(contender: dict, batch, args: argparse.Namespace) -> None:
     idx, targets, done = batch
-    with run["autocast"]:  # the model in low precision; both losses upcast to float32 themselves
-        logits = run["model"](idx)
-    loss = run["loss"](logits, targets, done, args.lam)
+    with contender["autocast"]:  # the model in low precision; both losses upcast to float32 themselves
+        logits = contender["model"](idx)
+    loss = contender["loss"](logits, targets, done, args.lam)
     # Let go of the logits: each loss keeps what its backward saved, no more. (Holding them would
     # cost MLE a [B, T, V] tensor and IQLearn, whose backward saves the logits anyway, nothing.)
     del logits
-    run["scaler"].scale(loss).backward()
-    run["scaler"].step(run["opt"])
-    run["scaler"].update()
-    run["opt"].zero_grad(set_to_none=True)  # here, so a step starts with no gradients held
+    contender["scaler"].scale(loss).backward()
+    contender["scaler"].step(contender["opt"])
+    contender["scaler"].update()
+    contender["opt"].zero_grad(set_to_none=True)  # here, so a step starts with no gradients held
 
 
 def sync(device: str) -> None:
@@ -167,14 +174,14 @@ def stderr_silenced():
         os.close(saved)
 
 
-def peak_step_memory(run: dict, batch, args: argparse.Namespace) -> int | None:
+def peak_step_memory(contender: dict, batch, args: argparse.Namespace) -> int | None:
     """Bytes a step allocates at its peak on top of what is held before it (weights, AdamW state):
     activations, the logits and the loss's buffers, gradients."""
     if args.device == "cuda":
         sync("cuda")
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
-        train_step(run, batch, args)
+        train_step(contender, batch, args)
         sync("cuda")
         return torch.cuda.max_memory_allocated() - before
     if args.device == "cpu":
@@ -183,7 +190,7 @@ def peak_step_memory(run: dict, batch, args: argparse.Namespace) -> int | None:
         # in time order, is the bytes held, and its maximum the peak.
         with stderr_silenced(), profile(activities=[ProfilerActivity.CPU],
                                         profile_memory=True) as prof:
-            train_step(run, batch, args)
+            train_step(contender, batch, args)
         events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
         events.sort(key=lambda e: e.start_ns())
         return max(itertools.accumulate((e.nbytes() for e in events), initial=0))
@@ -204,30 +211,30 @@ def flops_per_token(model: GPT, args: argparse.Namespace) -> float:
     return 6 * model.num_params() + 12 * L * H * Q * args.seq_len
 
 
-def make_runs(base: GPT, args: argparse.Namespace) -> dict[str, dict]:
+def make_contenders(base: GPT, args: argparse.Namespace) -> dict[str, dict]:
     """One copy of the model (same weights), its optimizer and its precision setup per loss."""
     dtype = DTYPES[args.dtype]
-    runs = {}
+    contenders = {}
     for name, loss in [("mle", mle_loss), ("iqlearn", iq_loss)]:
         model = copy.deepcopy(base)  # each trains its own copy, so neither steps on the other
-        runs[name] = dict(
+        contenders[name] = dict(
             model=torch.compile(model) if args.compile else model, loss=loss,
             opt=model.configure_optimizer(weight_decay=0.1, learning_rate=3e-4),
             scaler=torch.amp.GradScaler(args.device, enabled=dtype == torch.float16),
             autocast=(torch.autocast(args.device, dtype=dtype) if dtype != torch.float32
                       else nullcontext()))
-    return runs
+    return contenders
 
 
-def time_interleaved(runs: dict[str, dict], batch, args: argparse.Namespace) -> dict[str, list]:
-    """Seconds per step of each run, alternating runs step by step (and which goes first), so a
+def time_interleaved(contenders: dict[str, dict], batch, args: argparse.Namespace) -> dict[str, list]:
+    """Seconds per step of each run, alternating contenders step by step (and which goes first), so a
     busy neighbour or a clock change slows both alike."""
-    times = {name: [] for name in runs}
+    times = {name: [] for name in contenders}
     for i in range(args.warmup + args.steps):
-        for name in (list(runs) if i % 2 == 0 else list(runs)[::-1]):
+        for name in (list(contenders) if i % 2 == 0 else list(contenders)[::-1]):
             sync(args.device)
             t0 = time.perf_counter()
-            train_step(runs[name], batch, args)
+            train_step(contenders[name], batch, args)
             sync(args.device)
             if i >= args.warmup:
                 times[name].append(time.perf_counter() - t0)
@@ -244,11 +251,11 @@ def benchmark(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     config = model_config(args)
     base = GPT(config)
-    runs = make_runs(base.to(args.device), args)
+    contenders = make_contenders(base.to(args.device), args)
     batch = make_batch(args, args.device)
-    times = time_interleaved(runs, batch, args)
+    times = time_interleaved(contenders, batch, args)
     # Memory after timing: the CPU profiler slows the step it watches.
-    memory = {name: peak_step_memory(run, batch, args) for name, run in runs.items()}
+    memory = {name: peak_step_memory(contender, batch, args) for name, contender in contenders.items()}
 
     tokens = args.batch_size * args.seq_len
     peak, per_token = peak_flops(args), flops_per_token(base, args)
@@ -259,7 +266,7 @@ def benchmark(args: argparse.Namespace) -> dict:
         config={k: getattr(args, k) for k in ["gpt2", "n_layer", "n_head", "n_embd", "vocab_size",
                                               "block_size", "batch_size", "seq_len", "lam"]},
         steps=args.steps, warmup=args.warmup, peak_flops=peak)
-    for name in runs:
+    for name in contenders:
         ms = 1e3 * statistics.median(times[name])
         result[f"{name}_ms"] = ms
         result[f"{name}_tokens_per_s"] = tokens / ms * 1e3

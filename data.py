@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import tiktoken
 
+from runtime import UserError
 from task import TaskConfig, builtin_task
 
 IGNORE = -1
 
 
-class DataError(ValueError):
-    """A problem with the user's data or arguments: train.py prints it as one line and exits."""
+class DataError(UserError):
+    """A problem with the user's data: a missing or unreadable file, too little of it, a bad task knob."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -73,7 +74,7 @@ class Vocab:
 
     @classmethod
     def from_state(cls, state: dict) -> "Vocab":
-        return cls(state["gpt2_ids"], state.get("padded", True))  # older checkpoints: full was padded
+        return cls(state["gpt2_ids"], state["padded"])
 
     def from_gpt2(self, ids: list[int]) -> list[int]:
         if self._to_model is None:
@@ -278,6 +279,56 @@ def _load_text(path: str, val_path: str | None, block_size: int, full_vocab: boo
     if len(train[0].tokens) < 2 or len(val[0].tokens) < 2:
         raise DataError(f"{path}: too little text to make a training and a validation window")
     return Dataset("text", vocab, train, val)
+
+
+# ----------------------------------------------------------------------------------------------
+# Problems with checkable answers, and greedy accuracy on them (train.py's log and sample.py's
+# --eval measure it the same way)
+
+@dataclass
+class Problem:
+    prompt: list[int]
+    response: list[int]   # the reference continuation (with EOS for pairs), for nll
+    reference: str        # its text, for answer checking
+
+
+def problems_from(vocab: Vocab, records: list[dict], block_size: int, limit: int) -> list[Problem]:
+    """The first `limit` records whose prompt + response + EOS fit the block, as Problems."""
+    return [Problem(item.tokens[:item.n_prompt].tolist(), item.tokens[item.n_prompt:].tolist(), r["response"])
+            for r, item in fitting_pairs(vocab, records, block_size)[:limit]]
+
+
+def text_of(vocab: Vocab, tokens: list[int]) -> str:
+    """A generated continuation as text, without its closing EOS."""
+    return vocab.decode(tokens[:-1] if tokens[-1:] == [vocab.eos] else tokens)
+
+
+def correct(vocab: Vocab, tokens: list[int], problem: Problem) -> bool:
+    return is_correct(text_of(vocab, tokens), problem.reference)
+
+
+def accuracy(vocab: Vocab, outputs: list[list[int]], problems: list[Problem]) -> float:
+    return sum(correct(vocab, o, p) for o, p in zip(outputs, problems)) / len(problems)
+
+
+def greedy_accuracy(model, vocab: Vocab, problems: list[Problem], max_new_tokens: int) -> float:
+    """The share of problems whose greedy continuation (model.generate at temperature 0) is correct."""
+    outputs = model.generate([p.prompt for p in problems], max_new_tokens, temperature=0.0, eos_id=vocab.eos)
+    return accuracy(vocab, outputs, problems)
+
+
+def policy_samples(model, expert: list[Item], dataset: Dataset) -> list[Item]:
+    """Online IQLearn's data: the policy's own continuations (model.generate at temperature 1, in
+    eval mode, no gradient) of the expert rows' prompts: the prompt of a pair, the first half of a
+    text window. They may run as long as the longest expert continuation in the batch; one that
+    stops there is cut, not terminal."""
+    prompts = [item.tokens[:item.n_prompt if dataset.kind == "pairs" else len(item.tokens) // 2].tolist()
+               for item in expert]
+    budget = max(len(item.tokens) - len(p) for item, p in zip(expert, prompts))
+    model.eval()
+    continuations = model.generate(prompts, budget, temperature=1.0, eos_id=dataset.vocab.eos)
+    model.train()
+    return [Item(np.array(p + cont), len(p), cont[-1:] == [dataset.vocab.eos]) for p, cont in zip(prompts, continuations)]
 
 
 def collate(items: list[Item], pad_id: int = 0, with_last_state: bool = False

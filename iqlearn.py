@@ -129,7 +129,8 @@ def iqlearn_loss(logits: torch.Tensor, targets: torch.Tensor, lam: float = 0.5, 
     logits  [B, T, V]  Q(s_t, .) at every position, any float dtype (computed in float32)
     targets [B, T]     expert action a_t, or ignore_index where t is not an action (prompt, padding)
     done    [B, T]     True where a_t ends the episode (V(s_{t+1}) = 0); None: no terminals
-    Returns the scalar loss and detached statistics for logging.
+    Returns the scalar loss and detached statistics: nll, td, the mean implicit reward over the TD
+    positions and the mean soft value over the actions (train.py logs them at each evaluation).
     """
     _check(logits, targets, gamma, done, lam)
     v, q, gamma_v_next, is_action, is_td = transitions(logits, targets, gamma, done, ignore_index)
@@ -190,6 +191,4 @@ def iqlearn_online_loss(expert_logits: torch.Tensor, expert_targets: torch.Tenso
     td_policy = _masked_mean((q_p - gv_p).square(), td_p)                    # E_pi[r^2]
     loss = nll - alpha * value_gap + lam * ((1 - alpha) * td_expert + alpha * td_policy)
 
-    stats = {"nll": nll.detach(), "td": td_expert.detach(), "td_policy": td_policy.detach(),
-             "value_gap": value_gap.detach()}
-    return loss, stats
+    return loss, {"nll": nll.detach(), "td": td_expert.detach()}

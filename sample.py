@@ -25,16 +25,12 @@ import torch
 import torch.nn.functional as F
 
 from calculator import Calculator
-from data import (IGNORE, DataError, Item, Vocab, answers_checkable, collate, extract_answer, fitting_pairs,
-                  is_correct, load_dataset, load_records)
+from data import (IGNORE, DataError, Item, Problem, Vocab, accuracy, collate, correct, extract_answer, greedy_accuracy,
+                  is_correct, load_dataset, load_records, problems_from, text_of)
 from iqlearn import implicit_rewards
 from metrics import distinct_n, self_bleu, spearman, within_problem_spearman
-from model import GPT, CheckpointError, cut_after_eos, pick_device, left_pad, load_checkpoint, model_from_checkpoint
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, not a usage dump
-        self.exit(2, f"{self.prog}: error: {message}\n")
+from model import GPT, cut_after_eos, left_pad
+from runtime import CheckpointError, Parser, UserError, load_checkpoint, model_from_checkpoint, pick_device
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -181,13 +177,6 @@ def score(model: GPT, prompts: list[list[int]], responses: list[list[int]], gamm
 # ----------------------------------------------------------------------------------------------
 # Problems and evaluation
 
-@dataclass
-class Problem:
-    prompt: list[int]
-    response: list[int]   # the reference continuation (with EOS for pairs), for nll
-    reference: str        # its text, for answer checking
-
-
 def load_problems(checkpoint: dict, vocab: Vocab, split: str, limit: int, block_size: int
                   ) -> tuple[list[Problem], bool]:
     """The first `limit` problems of a split that fit the block, and whether their answers are
@@ -204,27 +193,13 @@ def load_problems(checkpoint: dict, vocab: Vocab, split: str, limit: int, block_
                         vocab.decode(item.tokens[cut:].tolist())) for item in windows], False
     if split not in records:
         raise DataError(f"this checkpoint's data has no {split} split")
-    fitting = fitting_pairs(vocab, records[split], block_size)[:limit]
-    if not fitting:
+    problems = problems_from(vocab, records[split], block_size, limit)
+    if not problems:
         raise DataError(f"no {split} problem fits in block_size={block_size} tokens")
-    problems = [Problem(item.tokens[:item.n_prompt].tolist(), item.tokens[item.n_prompt:].tolist(), r["response"])
-                for r, item in fitting]
-    return problems, answers_checkable([r for r, _ in fitting])
+    return problems, all(extract_answer(p.reference) is not None for p in problems)
 
 
-def text_of(vocab: Vocab, tokens: list[int]) -> str:
-    return vocab.decode(tokens[:-1] if tokens[-1:] == [vocab.eos] else tokens)
-
-
-def correct(vocab: Vocab, tokens: list[int], problem: Problem) -> bool:
-    return is_correct(text_of(vocab, tokens), problem.reference)
-
-
-def accuracy(vocab: Vocab, outputs: list[list[int]], problems: list[Problem]) -> float:
-    return sum(correct(vocab, o, p) for o, p in zip(outputs, problems)) / len(problems)
-
-
-def evaluate(model: GPT, vocab: Vocab, problems: list[Problem], checkable: bool, args: argparse.Namespace,
+def measure(model: GPT, vocab: Vocab, problems: list[Problem], checkable: bool, args: argparse.Namespace,
              gamma: float, device: str) -> list[dict]:
     """The paper's measurements on `problems`, one row per sampling temperature: accuracy (greedy
     and beam, the same in every row, and with --calculator also greedy with GSM8K's calculator, as
@@ -235,8 +210,7 @@ def evaluate(model: GPT, vocab: Vocab, problems: list[Problem], checkable: bool,
     began, eos, prompts = time.time(), vocab.eos, [p.prompt for p in problems]
     references = score(model, prompts, [p.response for p in problems], gamma, eos)
     shared = {  # None (n/a) where answers are not checkable
-        "accuracy_greedy": accuracy(vocab, model.generate(prompts, args.max_new_tokens, temperature=0.0,
-                                                          eos_id=eos), problems) if checkable else None,
+        "accuracy_greedy": greedy_accuracy(model, vocab, problems, args.max_new_tokens) if checkable else None,
         "accuracy_beam": accuracy(vocab, beam_search_all(model, prompts, args.beam, args.max_new_tokens, eos),
                                   problems) if checkable else None,
         "accuracy_greedy_calculator": accuracy(vocab, model.generate(
@@ -249,13 +223,13 @@ def evaluate(model: GPT, vocab: Vocab, problems: list[Problem], checkable: bool,
     for temperature in args.temperature:
         generator = torch.Generator(device).manual_seed(args.seed)
         rows.append({**shared, "temperature": temperature,
-                     **sampled(model, vocab, problems, checkable, args, temperature, gamma, generator)})
+                     **sample_measurements(model, vocab, problems, checkable, args, temperature, gamma, generator)})
     for row in rows:
         row["seconds"] = round(time.time() - began, 2)  # the whole call's
     return rows
 
 
-def sampled(model: GPT, vocab: Vocab, problems: list[Problem], checkable: bool, args: argparse.Namespace,
+def sample_measurements(model: GPT, vocab: Vocab, problems: list[Problem], checkable: bool, args: argparse.Namespace,
             temperature: float, gamma: float, generator: torch.Generator) -> dict:
     """The measurements of --num_samples samples per problem at one temperature."""
     S, eos = args.num_samples, vocab.eos
@@ -355,22 +329,22 @@ def read_prompt(start: str, vocab: Vocab, block_size: int) -> list[int]:
     if start.startswith("FILE:"):
         path = start[len("FILE:"):]
         if not os.path.isfile(path):
-            raise DataError(f"--start file not found: {path}")
+            raise UserError(f"--start file not found: {path}")
         with open(path, encoding="utf-8") as f:
             start = f.read()
     if not start:
-        raise DataError("the prompt is empty")
+        raise UserError("the prompt is empty")
     prompt = vocab.encode(start)
     if len(prompt) >= block_size:
-        raise DataError(f"the prompt is {len(prompt)} tokens; block_size {block_size} leaves no room to generate")
+        raise UserError(f"the prompt is {len(prompt)} tokens; block_size {block_size} leaves no room to generate")
     return prompt
 
 
-def run(args: argparse.Namespace) -> int:
+def sample_or_evaluate(args: argparse.Namespace) -> int:
     try:
         device = pick_device(args.device)
     except ValueError as e:
-        raise DataError(str(e)) from None
+        raise UserError(str(e)) from None
     checkpoint = load_checkpoint(os.path.join(args.out_dir, "ckpt.pt"))
     model = model_from_checkpoint(checkpoint).to(device).eval()
     vocab = Vocab.from_state(checkpoint["vocab"])
@@ -387,7 +361,7 @@ def run(args: argparse.Namespace) -> int:
         problems, checkable = load_problems(checkpoint, vocab, args.split, n, block)
     if args.eval:
         args.beam = args.beam or 4
-        rows = evaluate(model, vocab, problems, checkable, args, gamma, device)
+        rows = measure(model, vocab, problems, checkable, args, gamma, device)
         print("\n".join(map(json.dumps, rows)) if args.json else table(rows, checkpoint))
         return 0
     prompts = [p.prompt for p in problems]
@@ -411,8 +385,8 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        return run(args)
-    except (DataError, CheckpointError) as e:
+        return sample_or_evaluate(args)
+    except UserError as e:
         print(f"sample.py: error: {e}", file=sys.stderr)
         return 2
 

@@ -29,11 +29,12 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 
 import torch
 
 from iqlearn import check_coefficients, iqlearn_loss, iqlearn_online_loss
+from runtime import config_parser, knob
 
 # --- the toy (fixed) ------------------------------------------------------------------------------
 MOVES = (-1, 0, 1)   # action a moves the position by MOVES[a] = a - 1
@@ -44,10 +45,6 @@ DYNAMICS = ("concatenation", "recoverable")
 
 
 # --- the experiment (command-line flags; these are their defaults) -------------------------------
-def knob(default, help: str):
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class Config:
     seeds: int = knob(8, "independent expert datasets; results are mean ± standard error")
@@ -151,7 +148,7 @@ def occupancy(mdp: MDP, policy: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return visits, final
 
 
-def evaluate(mdp: MDP, policy: torch.Tensor, seen: torch.Tensor, epsilon: float) -> dict:
+def exact_metrics(mdp: MDP, policy: torch.Tensor, seen: torch.Tensor, epsilon: float) -> dict:
     """Per-seed metrics [S] of `policy` [S, n, NA] executed with noise epsilon:
     p_goal   P(final position = 0), the expert's goal;
     tv       total variation between its final-position distribution and the (executed) expert's;
@@ -245,7 +242,7 @@ def mean_se(x: torch.Tensor) -> dict[str, float | None]:
     return {"mean": x.mean().item(), "se": (x.std() / math.sqrt(len(x))).item()}
 
 
-def run(cfg: Config) -> dict:
+def compare_methods(cfg: Config) -> dict:
     """Every method in both MDPs on the same expert data; metrics as mean ± s.e. over seeds."""
     actions = torch.stack([sample_expert_actions(cfg.n_expert, seed) for seed in range(cfg.seeds)])
     results = {}
@@ -257,7 +254,7 @@ def run(cfg: Config) -> dict:
         policies = {"expert": expert_probs(mdp.position).expand(cfg.seeds, -1, -1)}
         for method, (_, lam, alpha) in methods(cfg).items():
             policies[method] = train(mdp, states, actions, cfg, lam, alpha)
-        per_seed = {m: evaluate(mdp, pi, seen, cfg.epsilon) for m, pi in policies.items()}
+        per_seed = {m: exact_metrics(mdp, pi, seen, cfg.epsilon) for m, pi in policies.items()}
         out = {m: {k: mean_se(v) for k, v in metrics.items()} for m, metrics in per_seed.items()}
         # The main metric is P(goal); gains are paired by seed (same expert data).
         goal = {m: metrics["p_goal"] for m, metrics in per_seed.items()}
@@ -337,20 +334,12 @@ def plot(results: dict, cfg: Config, path: str, plt) -> None:
 
 
 # --- command line ---------------------------------------------------------------------------------
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, not a usage dump
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
-    p = Parser(description=__doc__.split("\n")[0],
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in fields(Config):
-        p.add_argument(f"--{f.name}", type=f.type, default=f.default, help=f.metadata["help"])
-    p.add_argument("--json", action="store_true", help="print the results as one JSON object")
-    p.add_argument("--plot", metavar="FILE.png", help="draw P(goal) per method (needs matplotlib)")
+    p = config_parser(Config, "toy_mdp.py", __doc__.split("\n")[0])
+    p.add_argument("--json", action="store_true", default=False, help="print the results as one JSON object")
+    p.add_argument("--plot", metavar="FILE.png", default=None, help="draw P(goal) per method (needs matplotlib)")
     args = p.parse_args(argv)
-    cfg = Config(**{f.name: getattr(args, f.name) for f in fields(Config)})
+    cfg = Config(**{k: v for k, v in vars(args).items() if k not in ("json", "plot")})
     rules = {"seeds": (lambda x: x >= 2, ">= 2 (a standard error needs two)"),
              "n_expert": (lambda x: x >= 1, ">= 1"), "steps": (lambda x: x >= 0, ">= 0"),
              "epsilon": (lambda x: 0.0 <= x <= 1.0, "in [0, 1]"),
@@ -381,7 +370,7 @@ def main(argv: list[str] | None = None) -> None:
             print("toy_mdp.py: error: --plot needs matplotlib (pip install matplotlib)",
                   file=sys.stderr)
             sys.exit(2)
-    results = run(cfg)
+    results = compare_methods(cfg)
     if args.json:
         print(json.dumps({"config": asdict(cfg), **results, "reading": reading(results, cfg)}))
     else:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import make_batch, make_runs, model_config, parse_args, peak_step_memory, train_step
-from model import GPT, step_memory
+from bench import make_batch, make_contenders, model_config, parse_args, peak_step_memory, train_step
+from model import GPT
+from runtime import step_memory
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--batch_size=2",
@@ -45,7 +46,7 @@ def test_step_memory_on_paper_is_what_the_cpu_profiler_records(dtype):
     args = parse_args(["--n_layer=2", "--n_head=4", "--n_embd=64", "--block_size=128", "--batch_size=8",
                              "--vocab_size=2048", "--device=cpu", f"--dtype={dtype}"])
     config = model_config(args)
-    run = make_runs(GPT(config), args)["iqlearn"]
+    run = make_contenders(GPT(config), args)["iqlearn"]
     batch = make_batch(args, "cpu")
     train_step(run, batch, args)  # AdamW's moments exist from here on, as before every later step
     measured = peak_step_memory(run, batch, args)

@@ -1,12 +1,17 @@
-"""File loading, masks and the batch stream (the built-in task itself: test_task.py)."""
+"""File loading, masks, the batch stream, greedy accuracy and the online policy samples (the
+built-in task itself: test_task.py)."""
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
+import torch
 
 import data
 from data import IGNORE, Batches, DataError, Vocab, collate, load_dataset
+from task import TaskConfig
+
 
 def test_masks_prompt_eos_terminal_and_padding():
     vocab = Vocab(None)
@@ -163,3 +168,53 @@ def test_answer_extraction_edge_cases():
     assert not data.is_correct("#### 3", "no number here")   # an uncheckable reference is never matched
     assert not data.is_correct("no number", "no number either")
     assert data.is_correct("#### 12.0", "#### 12")
+
+
+# --- online IQLearn's data: the policy's own samples ----------------------------------------------
+
+def test_policy_samples_are_the_model_s_continuations_of_the_expert_prompts():
+    from model import GPT, GPTConfig
+    spec = {"data": None, "val_data": None, "full_vocab": False,
+            "task": dataclasses.asdict(TaskConfig(n_train=20, n_val=5, n_test=5))}
+    dataset = load_dataset(spec, 96)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=dataset.vocab.size, block_size=96, n_layer=1, n_head=2, n_embd=32))
+    expert = dataset.train[:6]
+    torch.manual_seed(1)
+    policy = data.policy_samples(model, expert, dataset)
+    prompts = [e.tokens[:e.n_prompt].tolist() for e in expert]
+    budget = max(len(e.tokens) - e.n_prompt for e in expert)
+    torch.manual_seed(1)
+    expected = model.generate(prompts, budget, temperature=1.0, eos_id=dataset.vocab.eos)
+    for p, e, prompt, cont in zip(policy, expert, prompts, expected):
+        assert p.tokens.tolist() == prompt + cont and p.n_prompt == e.n_prompt
+        assert p.terminal == (cont[-1] == dataset.vocab.eos)
+        assert p.tokens.tolist() != e.tokens.tolist()  # an untrained model does not write the expert's answer
+    assert model.training
+
+
+def test_policy_samples_are_drawn_in_eval_mode():
+    """With dropout on, the online sampler must sample from the model as evaluated (dropout off)
+    and hand it back in training mode: the same draws as an eval-mode model with the same seed."""
+    from model import GPT, GPTConfig
+    spec = {"data": None, "val_data": None, "full_vocab": False,
+            "task": dataclasses.asdict(TaskConfig(n_train=20, n_val=5, n_test=5))}
+    dataset = load_dataset(spec, 96)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=dataset.vocab.size, block_size=96, n_layer=1, n_head=2, n_embd=32,
+                          dropout=0.5)).train()
+    expert = dataset.train[:4]
+    torch.manual_seed(1)
+    policy = data.policy_samples(model, expert, dataset)
+    assert model.training
+    prompts = [e.tokens[:e.n_prompt].tolist() for e in expert]
+    model.eval()
+    torch.manual_seed(1)
+    expected = model.generate(prompts, max(len(e.tokens) - e.n_prompt for e in expert), temperature=1.0,
+                              eos_id=dataset.vocab.eos)
+    assert [p.tokens[p.n_prompt:].tolist() for p in policy] == expected
+    model.train()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        noisy = model.generate(prompts, len(expected[0]), temperature=1.0, eos_id=dataset.vocab.eos)
+    assert noisy != expected  # dropout does change the draws: the check above can fail

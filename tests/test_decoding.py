@@ -202,8 +202,8 @@ def eval_args(num_samples, beam=2, seed=0):
 
 
 def evaluate(model, problems, checkable, args):
-    """sample.evaluate at the one temperature the args give (--eval: 1.0): its one row."""
-    (row,) = sample.evaluate(model, Words(), problems, checkable, args, 1.0, "cpu")
+    """sample.measure at the one temperature the args give (--eval: 1.0): its one row."""
+    (row,) = sample.measure(model, Words(), problems, checkable, args, 1.0, "cpu")
     return row
 
 
@@ -212,7 +212,7 @@ def test_evaluate_keeps_greedy_and_beam_accuracy_apart():
     # beats log(.6*.34)/3): wrong. Sampling says 7 first six times in ten: somewhere in between.
     model = TableLM({Q: {HASH: 1.0}, HASH: {SEVEN: .6, EIGHT: .4}, SEVEN: {EOS: .34, SEVEN: .33, EIGHT: .33},
                      EIGHT: {EOS: .98, SEVEN: .01, EIGHT: .01}})
-    problems = [sample.Problem([Q], [HASH, SEVEN, EOS], "#### 7")]
+    problems = [data.Problem([Q], [HASH, SEVEN, EOS], "#### 7")]
     m = evaluate(model, problems, True, eval_args(12))
     assert m["accuracy_greedy"] == 1.0 and m["accuracy_beam"] == 0.0
     assert 0 < m["accuracy_sample"] < 1
@@ -226,8 +226,8 @@ def test_evaluate_diversity_and_reward_correlation_by_hand():
     # higher for the right answers, Spearman +1.
     model = TableLM({Q: {HASH: 1.0}, HASH: {SEVEN: 1.0}, SEVEN: {EOS: 1.0}, R: {SO: 1.0}, SO: {EIGHT: 1.0},
                      EIGHT: {EOS: 1.0}}, offsets={Q: 2.0, R: -1.0})
-    problems = [sample.Problem([Q], [HASH, SEVEN, EOS], "#### 7"),
-                sample.Problem([R], [SO, SEVEN, EOS], "#### 7")]      # 7 after 'so': log(EPS)
+    problems = [data.Problem([Q], [HASH, SEVEN, EOS], "#### 7"),
+                data.Problem([R], [SO, SEVEN, EOS], "#### 7")]      # 7 after 'so': log(EPS)
     m = evaluate(model, problems, True, eval_args(3))
     assert m["accuracy_greedy"] == m["accuracy_sample"] == m["accuracy_beam"] == 0.5
     assert m["reward_spearman"] == pytest.approx(1.0)
@@ -246,7 +246,7 @@ def test_evaluate_self_bleu_correct_uses_only_the_right_samples():
     # at random (wrong: no ####); with this seed one of each, so all samples together score < 1.
     model = TableLM({Q: {HASH: 1.0}, HASH: {SEVEN: 1.0}, SEVEN: {EOS: 1.0}, R: {SO: 1.0},
                      SO: {SEVEN: .5, EIGHT: .5}, EIGHT: {EOS: 1.0}})
-    problems = [sample.Problem([Q], [HASH, SEVEN, EOS], "#### 7"), sample.Problem([R], [SO, EIGHT, EOS], "#### 7")]
+    problems = [data.Problem([Q], [HASH, SEVEN, EOS], "#### 7"), data.Problem([R], [SO, EIGHT, EOS], "#### 7")]
     m = evaluate(model, problems, True, eval_args(2, seed=4))
     assert m["distinct_2"] == (1 / 2 + 2 / 2) / 2   # R's group: 'so 7' and 'so 8'
     assert m["accuracy_sample"] == 0.5
@@ -264,3 +264,13 @@ def test_generate_runs_until_every_row_has_ended_and_cuts_each_after_eos():
     assert model.generate([[Q]], 3, temperature=0) == [[EOS, SEVEN, EOS]]  # no eos_id: no stop (after 7: uniform, argmax 0)
     assert model.generate([[R] * 15], 8, temperature=0, eos_id=EOS) == [[SO]]          # the block (16)
     assert model.generate([[R] * 16], 8, temperature=0, eos_id=EOS) == [[]]            # a full block: nothing
+
+
+def test_distinct_2_is_each_problems_own_then_averaged_over_problems():
+    # Q's two samples are '#### 7' (1 distinct bigram of 2); R's are 'a b a b a b', cut at 6 tokens
+    # (2 distinct of 5, twice: 2 of 10). Averaged over problems: (1/2 + 2/10) / 2; pooled over all
+    # samples it would be 3 of 12, and a mean over samples would weigh the texts, not the problems.
+    model = TableLM({Q: {HASH: 1.0}, HASH: {SEVEN: 1.0}, SEVEN: {EOS: 1.0}, R: {A: 1.0}, A: {B: 1.0}, B: {A: 1.0}})
+    problems = [data.Problem([Q], [HASH, SEVEN, EOS], "#### 7"), data.Problem([R], [A, B, EOS], "#### 7")]
+    m = evaluate(model, problems, True, eval_args(2))
+    assert m["distinct_2"] == pytest.approx((1 / 2 + 2 / 10) / 2)

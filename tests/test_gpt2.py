@@ -1,20 +1,20 @@
 """GPT-2's published weights in our model, checked against Hugging Face's own GPT-2 on a tiny random
 one; fine-tuning it with train.py --init_from, evaluating with the calculator, resuming without the
-optional packages; the one-line errors when the weights cannot be had; the CUDA memory line."""
+optional packages; the one-line errors when the weights cannot be had."""
 
 import importlib.util
 import json
 import os
 import shutil
 import sys
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 import sample
 import train
-from model import GPT, CheckpointError, GPTConfig, load_checkpoint, step_memory
+from model import GPT
+from runtime import CheckpointError, load_checkpoint
 
 needs_transformers = pytest.mark.skipif(
     importlib.util.find_spec("transformers") is None,
@@ -164,16 +164,3 @@ def test_a_folder_that_is_not_a_usable_gpt2_is_one_line(tiny_gpt2, tmp_path, cap
 def test_an_unknown_init_from_says_what_it_takes(tmp_path, capsys):
     err = one_line_error(["--init_from", "gpt3", "--out_dir", str(tmp_path / "out")], capsys)
     assert "neither a checkpoint file, a GPT-2 (gpt2, gpt2-medium, gpt2-large, gpt2-xl) nor a folder" in err
-
-
-def test_the_cuda_memory_line_names_the_parts_and_warns_when_the_gpu_is_too_small(monkeypatch, capsys):
-    # No GPU here: the line is what train.py prints on one, given the GPU's size.
-    config = GPTConfig(vocab_size=50257, block_size=512, n_layer=12, n_head=12, n_embd=768, bias=True)
-    c = train.TrainConfig(batch_size=8, mixin=0.0, block_size=512)
-    need = step_memory(config, 8, 512, half=True)["peak"]
-    for total, warned in [(80 * 2**30, False), (need - 1, True)]:
-        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=total))
-        train.print_step_memory(SimpleNamespace(config=config), c, "cuda:0", torch.bfloat16)
-        out, err = capsys.readouterr()
-        assert f"a step needs about {need / 2**30:.1f} GiB on paper" in out and "weights and AdamW" in out
-        assert ("more than this GPU has" in err) == warned

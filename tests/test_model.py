@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from model import GPT, GPTConfig, param_counts, step_memory
+from model import GPT, GPTConfig
 
 
 def tiny(vocab=37, block=16, n_layer=2, **kw):
@@ -157,49 +157,6 @@ def test_value_head_gets_no_gradient_from_mle_and_a_gradient_from_td():
     assert body > 1e-3 and head < 1e-6 * body  # zero up to rounding: softmax - onehot sums to 0
     head, body = head_and_body_grads(0.5)
     assert head > 1e-3
-
-
-def test_weights_without_a_head_load_into_a_model_with_one():
-    from model import CheckpointError, load_weights
-    plain, headed = tiny(), tiny(value_head=True)
-    with torch.no_grad():
-        headed.value_head.bias.fill_(3.0)
-        for p in plain.parameters():
-            p.add_(0.5)
-    load_weights(headed, plain.state_dict())
-    assert headed.value_head.bias.item() == 3.0  # a head the weights do not have keeps its value
-    idx = torch.randint(0, 37, (2, 5))
-    torch.testing.assert_close(headed(idx) - 3.0, plain(idx), atol=1e-5, rtol=0)
-    with pytest.raises(CheckpointError, match="do not fit"):
-        load_weights(tiny(), headed.state_dict())  # the reverse drops a trained head: refused
-
-
-@pytest.mark.parametrize("bias,value_head", [(False, False), (True, False), (True, True)])
-def test_param_counts_add_up_to_the_model_built(bias, value_head):
-    config = GPTConfig(vocab_size=97, block_size=16, n_layer=3, n_head=2, n_embd=8, bias=bias, value_head=value_head)
-    assert sum(param_counts(config).values()) == sum(p.numel() for p in GPT(config).parameters())
-
-
-def test_step_memory_is_the_hand_count_of_a_tiny_config():
-    # V = 10 tokens, block 4, one block 4 wide with 2 heads, biases; 2 rows of 3 tokens = 6 tokens.
-    config = GPTConfig(vocab_size=10, block_size=4, n_layer=1, n_head=2, n_embd=4, bias=True)
-    # wte 10*4 + wpe 4*4 + 3 LayerNorms 3*(4+4) + c_attn 4*12+12 + c_proj 4*4+4 + c_fc 4*16+16 + c_proj 16*4+4
-    n = 40 + 16 + 24 + 60 + 20 + 80 + 68
-    # Per token, float32: ln_1 in, ln_1 out (4 + 4), qkv 12, attention out 4, ln_2 in, out (4 + 4),
-    # MLP 16 before and 16 after GELU = 64 floats; 2 LayerNorms' mean and rstd, 2 heads' log-sum-exp
-    # = 6 floats; ln_f in and out 8 floats. Logits and logsumexp's temporary: 2 * 10 floats.
-    per_token = 4 * (64 + 6 + 8)
-    expected = {"weights_adamw": 12 * n, "activations": 6 * per_token, "logits": 6 * 2 * 10 * 4,
-                "gradients": 4 * n + 2 * 4 * 40}  # + two transient copies of wte's gradient
-    expected["peak"] = 12 * n + 6 * per_token + 6 * 80  # activations + logits exceed the gradients
-    assert step_memory(config, rows=2, seq_len=3, half=False) == expected
-    # bf16 autocast: fp32 LN inputs 2 * 4 * 4 bytes, 16-bit LN outputs, qkv, attention out, MLP
-    # (4 + 12 + 4 + 4 + 16 + 16) * 2 bytes, the same fp32 statistics; ln_f in fp32, out 16-bit;
-    # 16-bit copies of the Linear weights (wte as lm_head too); logits 16-bit, fp32 copy, temporary.
-    per_token = 32 + 56 * 2 + 6 * 4 + 4 * 4 + 4 * 2
-    half = step_memory(config, rows=2, seq_len=3, half=True)
-    assert half["activations"] == 6 * per_token + 2 * (n - 16 - 24)
-    assert half["logits"] == 6 * 10 * (2 + 4 + 4)
 
 
 # --- the KV cache and decoding helpers, by hand ---------------------------------------------------

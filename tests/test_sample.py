@@ -10,7 +10,8 @@ import torch
 import sample
 import train
 from data import Vocab
-from model import GPTConfig, KVCache, load_checkpoint, model_from_checkpoint
+from model import GPTConfig, KVCache
+from runtime import load_checkpoint, model_from_checkpoint
 
 TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--batch_size", "8", "--block_size", "96",
         "--task_train", "200", "--eval_problems", "4", "--eval_iters", "1", "--warmup_iters", "2"]
@@ -195,3 +196,25 @@ def test_bad_input_is_one_clear_line(out_dir, tmp_path, capsys, args, message):
     argv = ["--out_dir", out_dir, *(a.format(tmp=tmp_path) for a in args)]
     code, out, err = run_main(argv, capsys)
     assert code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_training_log_and_eval_measure_greedy_accuracy_alike(tmp_path, capsys):
+    """train.py's log and sample.py --eval score the same val problems the same way (data.greedy_accuracy):
+    problems that do not fit the block are left out by both, and the closing EOS is not part of the answer.
+    The model learns to answer '#### 1' to everything, so 3 of the 4 problems that fit are right."""
+    words = "red green blue cat dog sun moon tree car hat".split()
+    lines = [{"prompt": f"Q: {words[i % 10]} {words[i // 10 % 10]}?\n", "response": "#### 1"} for i in range(200)]
+    (tmp_path / "train.jsonl").write_text("\n".join(map(json.dumps, lines)))
+    val = [{"prompt": "Q: " + " ".join(words * 4) + "?\n", "response": "#### 1"},  # longer than the block
+           *({"prompt": f"Q: {w} {w}?\n", "response": f"#### {1 + (w == 'cat')}"} for w in ("red", "cat", "sun", "car"))]
+    (tmp_path / "val.jsonl").write_text("\n".join(map(json.dumps, val)))
+    out = tmp_path / "out"
+    assert train.main([*TINY, "--data", str(tmp_path / "train.jsonl"), "--val_data", str(tmp_path / "val.jsonl"),
+                       "--block_size", "24", "--max_iters", "40", "--eval_interval", "40", "--eval_problems", "5",
+                       "--learning_rate", "1e-2", "--min_lr", "1e-3", "--out_dir", str(out)]) == 0
+    logged = json.loads((out / "log.jsonl").read_text().splitlines()[-1])["accuracy"]
+    capsys.readouterr()
+    assert sample.main(["--out_dir", str(out), "--eval", "--json", "--num_problems", "5", "--num_samples", "2"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["num_problems"] == 4
+    assert logged == evaluated["accuracy_greedy"] == 0.75

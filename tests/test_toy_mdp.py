@@ -96,11 +96,11 @@ def test_with_unlimited_data_and_no_noise_every_method_recovers_the_expert():
         mdp = build_mdp(name)
         states = toy_mdp.state_ids(mdp, actions)
         seen = torch.zeros(1, len(mdp.depth), dtype=torch.bool).scatter_(1, states.flatten(1), True)
-        expert = toy_mdp.evaluate(mdp, toy_mdp.expert_probs(mdp.position)[None], seen, 0.0)
+        expert = toy_mdp.exact_metrics(mdp, toy_mdp.expert_probs(mdp.position)[None], seen, 0.0)
         for method in ("mle", "offline", "online"):
             _, lam, alpha = toy_mdp.methods(cfg)[method]
             pi = toy_mdp.train(mdp, states, actions, cfg, lam, alpha)
-            learner = toy_mdp.evaluate(mdp, pi, seen, 0.0)
+            learner = toy_mdp.exact_metrics(mdp, pi, seen, 0.0)
             assert abs(learner["p_goal"] - expert["p_goal"]).item() < 0.02, (name, method)
             assert learner["tv"].item() < 0.03, (name, method)
 
@@ -194,7 +194,7 @@ def test_evaluate_matches_brute_force_over_action_sequences(name):
     n = len(mdp.depth)
     policy = random_policy(n, seed=5)[0]
     seen = torch.rand(n, generator=torch.Generator().manual_seed(6)) < 0.3
-    m = toy_mdp.evaluate(mdp, policy[None], seen[None], 0.2)
+    m = toy_mdp.exact_metrics(mdp, policy[None], seen[None], 0.2)
     p_goal, tv, recover = brute_force_metrics(mdp, policy, seen, 0.2)
     torch.testing.assert_close(m["p_goal"][0], p_goal)
     torch.testing.assert_close(m["tv"][0], tv)
@@ -207,9 +207,9 @@ def test_recover_is_the_expert_move_probability_for_known_policies():
     seen[0, :3] = True
     expert = toy_mdp.expert_probs(mdp.position)[None]
     uniform = torch.full_like(expert, 1 / NA)
-    assert toy_mdp.evaluate(mdp, expert, seen, 0.3)["recover"].item() == pytest.approx(0.9)
-    assert toy_mdp.evaluate(mdp, uniform, seen, 0.3)["recover"].item() == pytest.approx(1 / 3)
-    m = toy_mdp.evaluate(mdp, expert, seen, 0.3)
+    assert toy_mdp.exact_metrics(mdp, expert, seen, 0.3)["recover"].item() == pytest.approx(0.9)
+    assert toy_mdp.exact_metrics(mdp, uniform, seen, 0.3)["recover"].item() == pytest.approx(1 / 3)
+    m = toy_mdp.exact_metrics(mdp, expert, seen, 0.3)
     assert m["tv"].item() == pytest.approx(0, abs=1e-12) and 0.6 < m["p_goal"].item() < 0.8
 
 

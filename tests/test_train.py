@@ -119,26 +119,6 @@ def test_two_process_ddp_on_cpu(tmp_path):
 
 # --- online IQLearn ------------------------------------------------------------------------------
 
-def test_policy_batch_is_model_generated_for_the_expert_prompts(tmp_path):
-    import data
-    from model import GPT, GPTConfig
-    dataset = data.load_dataset(train.data_spec(train.parse_config(TINY)[0]), 96)
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=dataset.vocab.size, block_size=96, n_layer=1, n_head=2, n_embd=32))
-    expert = dataset.train[:6]
-    torch.manual_seed(1)
-    policy = train.sample_policy(model, expert, dataset, "cpu", torch.float32)
-    prompts = [e.tokens[:e.n_prompt].tolist() for e in expert]
-    budget = max(len(e.tokens) - e.n_prompt for e in expert)
-    torch.manual_seed(1)
-    expected = model.generate(prompts, budget, temperature=1.0, eos_id=dataset.vocab.eos)
-    for p, e, prompt, cont in zip(policy, expert, prompts, expected):
-        assert p.tokens.tolist() == prompt + cont and p.n_prompt == e.n_prompt
-        assert p.terminal == (cont[-1] == dataset.vocab.eos)
-        assert p.tokens.tolist() != e.tokens.tolist()  # an untrained model does not write the expert's answer
-    assert model.training
-
-
 def test_online_training_runs_logs_sampling_time_and_resumes_exactly(tmp_path):
     online = ["--mixin", "0.1", "--sample_every", "2", "--eval_interval", "100"]
     assert run(tmp_path, *online, "--max_iters", 5, out="straight") == 0
@@ -228,22 +208,6 @@ def test_bad_checkpoint_or_config_leaves_the_checkpoint_alone(existing_run, tmp_
     assert sorted(os.listdir(out)) == ["ckpt.pt"]
 
 
-def test_help_shows_every_flag_with_its_default():
-    parser = train.build_parser()
-    text = parser.format_help()
-    flags = [a for a in parser._actions if a.dest != "help"]
-    assert text.count("(default:") == len(flags)
-    assert train.parse_config(["--lambda=0.25"])[0].lam == train.parse_config(["--lambda", "0.25"])[0].lam == 0.25
-
-
-def test_parse_config_reports_exactly_the_flags_given():
-    config, given = train.parse_config(["--lambda", "0", "--n_layer=2", "--value_head"])
-    assert given == {"lam", "n_layer", "value_head"}
-    assert (config.lam, config.n_layer, config.value_head) == (0.0, 2, True)
-    assert config.gamma == train.TrainConfig().gamma  # not given: the default
-    assert train.parse_config([]) == (train.TrainConfig(), set())
-
-
 def test_lr_schedule_warms_up_then_decays_to_min_lr():
     c = train.TrainConfig(learning_rate=1.0, min_lr=0.1, warmup_iters=10, max_iters=110, lr_decay_iters=None)
     lrs = [train.lr_at(it, c) for it in range(200)]
@@ -274,37 +238,6 @@ def test_value_head_travels_in_the_checkpoint_and_can_be_added_by_init_from(tmp_
     assert json.loads(capsys.readouterr().out)["num_problems"] == 2
 
 
-def test_policy_samples_are_drawn_in_eval_mode():
-    """With dropout on, the online sampler must sample from the model as evaluated (dropout off)
-    and hand it back in training mode: the same draws as an eval-mode model with the same seed."""
-    import dataclasses
-
-    import data
-    from model import GPT, GPTConfig
-    from task import TaskConfig
-    spec = {"data": None, "val_data": None, "full_vocab": False,
-            "task": dataclasses.asdict(TaskConfig(n_train=20, n_val=5, n_test=5))}
-    dataset = data.load_dataset(spec, 96)
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=dataset.vocab.size, block_size=96, n_layer=1, n_head=2, n_embd=32,
-                          dropout=0.5)).train()
-    expert = dataset.train[:4]
-    torch.manual_seed(1)
-    policy = train.sample_policy(model, expert, dataset, "cpu", torch.float32)
-    assert model.training
-    prompts = [e.tokens[:e.n_prompt].tolist() for e in expert]
-    model.eval()
-    torch.manual_seed(1)
-    expected = model.generate(prompts, max(len(e.tokens) - e.n_prompt for e in expert), temperature=1.0,
-                              eos_id=dataset.vocab.eos)
-    assert [p.tokens[p.n_prompt:].tolist() for p in policy] == expected
-    model.train()
-    torch.manual_seed(1)
-    with torch.no_grad():
-        noisy = model.generate(prompts, len(expected[0]), temperature=1.0, eos_id=dataset.vocab.eos)
-    assert noisy != expected  # dropout does change the draws: the check above can fail
-
-
 def test_loss_assembly_entropy_cost_raises_the_policy_entropy(tmp_path):
     """--entropy_coef subtracts the entropy from the loss: training with a large one leaves a
     flatter policy than plain MLE from the same start (a sign slip would sharpen it instead)."""
@@ -314,3 +247,89 @@ def test_loss_assembly_entropy_cost_raises_the_policy_entropy(tmp_path):
     assert run(tmp_path, *common, "--entropy_coef", 5, out="flat") == 0
     plain, flat = (json.loads(open(tmp_path / o / "log.jsonl").readline()) for o in ("plain", "flat"))
     assert flat["val_entropy"] > plain["val_entropy"] + 0.05  # measured: 5.66 vs 5.57
+
+
+def test_lr_schedule_follows_its_own_flags():
+    # warm-up over 4 iterations, then a cosine from 1.0 to 0.2 over iterations 4..24 (lr_decay_iters,
+    # not max_iters), then flat at min_lr
+    c = train.TrainConfig(learning_rate=1.0, min_lr=0.2, warmup_iters=4, max_iters=1000, lr_decay_iters=24)
+    expected = {0: 0.25, 3: 1.0, 4: 1.0, 14: 0.2 + 0.5 * 0.8, 24: 0.2, 500: 0.2}
+    assert {it: train.lr_at(it, c) for it in expected} == pytest.approx(expected)
+
+
+def test_the_flags_set_the_learning_rate_the_optimizer_uses(tmp_path):
+    # --warmup_iters 2 (TINY), --lr_decay_iters 4 of --max_iters 6: iteration 3 is half-way down the
+    # cosine from 2e-3 to 2e-4; iteration 5 (the last step) is at --min_lr
+    assert run(tmp_path, "--max_iters", 6, "--lr_decay_iters", 4, "--eval_interval", 2, "--eval_problems", 0,
+               "--learning_rate", 2e-3, "--min_lr", 2e-4) == 0
+    log = [json.loads(line) for line in open(tmp_path / "out" / "log.jsonl")]
+    assert [e["lr"] for e in log] == pytest.approx([2e-3, 2e-4 + 0.5 * 1.8e-3, 2e-4])
+    ckpt = torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)
+    assert [g["lr"] for g in ckpt["optimizer"]["param_groups"]] == pytest.approx([2e-4, 2e-4])
+
+
+def hand_td_terms(logits, items, eos, gamma):
+    """For each row, slowly: the per-token -log pi over its actions, and the implicit rewards
+    r_t = Q(s_t, a_t) - gamma V(s_t+1) where V(s_t+1) is 0 after the closing EOS of a terminal row and
+    the value of the next position otherwise; a non-terminal row's last action has no next state here."""
+    nlls, rewards, values = [], [], []
+    for b, item in enumerate(items):
+        tokens = item.tokens.tolist()
+        for t in range(item.n_prompt - 1, len(tokens) - 1):
+            a, row = tokens[t + 1], logits[b, t].double()
+            v = torch.logsumexp(row, 0)
+            nlls.append(float(v - row[a]))
+            if t + 1 == len(tokens) - 1 and not item.terminal:
+                continue  # a cut row: its last action counts in nll only
+            terminal = item.terminal and t + 1 == len(tokens) - 1 and a == eos
+            v_next = 0.0 if terminal else float(torch.logsumexp(logits[b, t + 1].double(), 0))
+            rewards.append(float(row[a]) - gamma * v_next)
+            values.append(float(v) - gamma * v_next)
+    return nlls, rewards, values
+
+
+def test_training_loss_treats_the_closing_eos_as_terminal_offline_and_online():
+    import dataclasses
+
+    import numpy as np
+
+    from data import Item, collate, load_dataset
+    from model import GPT, GPTConfig
+    from task import TaskConfig
+    spec = {"data": None, "val_data": None, "full_vocab": False,
+            "task": dataclasses.asdict(TaskConfig(n_train=20, n_val=5, n_test=5))}
+    dataset = load_dataset(spec, 96)
+    eos = dataset.vocab.eos
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=dataset.vocab.size, block_size=96, n_layer=1, n_head=2, n_embd=32))
+    with torch.no_grad():  # values far from 0, so that a V(s_T) left in after EOS changes the loss
+        model.lm_head.weight.mul_(30)
+    expert = dataset.train[:3]
+    cut = Item(expert[0].tokens[:-3].copy(), expert[0].n_prompt, False)  # a policy sample cut before EOS
+    policy = [Item(np.array(expert[1].tokens), expert[1].n_prompt, True), cut]
+    x = torch.from_numpy(collate(expert + policy)[0])
+    with torch.no_grad():
+        logits = model(x)
+    c = train.TrainConfig(lam=0.7, gamma=0.9)
+    loss, _, _ = train.training_loss(model, expert, None, c, "cpu", torch.float32)
+    nll, r, _ = hand_td_terms(logits[:3], expert, eos, 0.9)
+    mean = lambda xs: sum(xs) / len(xs)
+    assert loss.item() == pytest.approx(mean(nll) + 0.7 * mean([x * x for x in r]), rel=1e-5)
+    c = dataclasses.replace(c, mixin=0.25)
+    loss, _, _ = train.training_loss(model, expert, policy, c, "cpu", torch.float32)
+    _, r_e, gap_e = hand_td_terms(logits[:3], expert, eos, 0.9)
+    _, r_p, gap_p = hand_td_terms(logits[3:], policy, eos, 0.9)
+    expected = (mean(nll) - 0.25 * (mean(gap_e) - mean(gap_p))
+                + 0.7 * (0.75 * mean([x * x for x in r_e]) + 0.25 * mean([x * x for x in r_p])))
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_value_head_stays_put_where_nothing_trains_it(tmp_path):
+    # at lambda 0 (offline) the head's gradient is rounding noise; AdamW must not turn it into steps
+    assert run(tmp_path, "--max_iters", 15, "--eval_interval", 100, "--lambda", 0, "--value_head",
+               "--eval_problems", 0, out="mle") == 0
+    head = {k: v for k, v in weights(tmp_path / "mle" / "ckpt.pt").items() if k.startswith("value_head.")}
+    assert head and all(torch.count_nonzero(v) == 0 for v in head.values())
+    assert run(tmp_path, "--max_iters", 2, "--eval_interval", 100, "--lambda", 0.5, "--value_head",
+               "--eval_problems", 0, out="iq") == 0
+    assert weights(tmp_path / "iq" / "ckpt.pt")["value_head.bias"].abs().item() > 0

@@ -39,37 +39,54 @@ T_TASK = ["tests/test_task.py"]
 T_BEAM = ["tests/test_sample.py", "tests/test_decoding.py", "-k", "beam"]
 T_SCORE = ["tests/test_sample.py", "tests/test_decoding.py", "-k", "score or telescopes or beam_search_log_probs or reward"]
 T_VIEWER = ["tests/test_sample.py", "tests/test_decoding.py", "-k", "reward_viewer or token_label or show_rewards"]
-T_EVAL = ["tests/test_sample.py", "tests/test_decoding.py", "-k", "evaluate or eval_json"]
+T_EVAL = ["tests/test_sample.py", "tests/test_decoding.py", "-k", "evaluate or eval_json or distinct_2 or greedy_accuracy"]
+T_GREEDY = ["tests/test_sample.py", "tests/test_decoding.py", "-k", "greedy_accuracy or evaluate"]
 T_MODEL = ["tests/test_model.py", "tests/test_decoding.py", "-k",
            "cache or left_pad or reorder or generate or sampling or sample_next or eos or positions"]
-T_LR = ["tests/test_train.py", "-k", "lr_"]
-T_POLICY = ["tests/test_train.py", "-k", "policy or eval_mode"]
-T_LOSS = ["tests/test_train.py", "-k", "entropy or policy_batch or loss_assembly or online_training"]
-T_RESUME = ["tests/test_train.py", "-k", "resume or ctrl_c or bad_checkpoint"]
+T_LR = ["tests/test_train.py", "-k", "lr_ or flags_set"]
+T_POLICY = ["tests/test_data.py", "-k", "policy_samples"]
+T_LOSS = ["tests/test_train.py", "-k", "entropy or closing_eos or loss_assembly or online_training"]
+T_VAL = ["tests/test_train.py", "tests/test_sample.py", "-k", "log_is_written or greedy_accuracy"]
+T_RESUME = ["tests/test_train.py", "-k", "resume or ctrl_c or bad_checkpoint or init_from or value_head"]
+T_FLAGS = ["tests/test_runtime.py", "tests/test_train.py", "-k", "help or parse_config or bad_input"]
+T_WEIGHTS = ["tests/test_runtime.py", "tests/test_gpt2.py", "-k", "weights or logits or block_size"]
+T_MEMORY = ["tests/test_runtime.py", "-k", "memory or param_counts"]
+T_SAVE = ["tests/test_runtime.py", "-k", "save or locked or keep_best"]
+T_GPT2 = ["tests/test_gpt2.py"]
 T_TOY = ["tests/test_toy_mdp.py", "-k", "not command_line and not bad_flag"]
 
 TARGETS = {
     "iqlearn.py": [(("_SoftValueAndQ.forward", "_SoftValueAndQ.backward", "_check", "transitions", "_masked_mean",
                      "iqlearn_loss", "implicit_rewards", "iqlearn_online_loss"), T_IQ)],
     "data.py": [(("collate", "Batches.__init__", "Batches._order_of", "Batches.next", "Batches.state_dict",
-                  "Batches.load_state_dict", "extract_answer", "is_correct"), T_DATA)],
+                  "Batches.load_state_dict", "extract_answer", "is_correct"), T_DATA),
+                (("problems_from", "text_of", "correct", "accuracy", "greedy_accuracy"), T_GREEDY),
+                (("policy_samples",), T_POLICY)],
     "task.py": [(("make_problem", "split_of", "builtin_task"), T_TASK)],
     "metrics.py": [(("ngrams", "bleu", "self_bleu", "distinct_n", "average_ranks", "spearman",
                      "within_problem_spearman"), T_METRICS)],
     "sample.py": [(("beam_search",), T_BEAM),
                   (("score",), T_SCORE),
                   (("token_label", "show_rewards"), T_VIEWER),
-                  (("evaluate",), T_EVAL)],
+                  (("measure", "sample_measurements"), T_EVAL)],
     "model.py": [(("LayerKV.__init__", "LayerKV.extend", "KVCache.__init__", "KVCache.reorder", "GPT.new_cache",
                    "GPT._cached_positions_and_mask", "GPT.generate", "left_pad", "sample_next", "cut_after_eos"),
                   T_MODEL)],
     "train.py": [(("lr_at",), T_LR),
-                 (("sample_policy",), T_POLICY),
                  (("training_loss", "policy_entropy"), T_LOSS),
-                 (("merge_resumed", "checkpoint_state", "restore"), T_RESUME)],
+                 (("val_metrics",), T_VAL),
+                 (("checkpoint_state", "restore", "setup"), T_RESUME)],
+    "runtime.py": [(("resumed_config", "training_checkpoint", "restore_training", "starting_point",
+                     "adopt_architecture", "build_model"), T_RESUME),
+                   (("check_at_least", "config_parser", "parse_config", "flag_of"), T_FLAGS),
+                   (("load_weights", "model_from_checkpoint"), T_WEIGHTS),
+                   (("step_memory", "param_counts"), T_MEMORY),
+                   (("save_checkpoint", "write_checkpoint", "OutDirLock.__init__", "OutDirLock._lock",
+                     "holding_out_dir"), T_SAVE)],
+    "gpt2.py": [(("gpt2_checkpoint", "config_from_hf", "weights_from_hf"), T_GPT2)],
     "toy_mdp.py": [(("build_mdp", "expert_move", "expert_probs", "sample_expert_actions", "state_ids", "executed",
-                     "occupancy", "evaluate", "weight_rows", "transition_batch", "transition_weights", "train",
-                     "mean_se", "run"), T_TOY)],
+                     "occupancy", "exact_metrics", "weight_rows", "transition_batch", "transition_weights", "train",
+                     "mean_se", "compare_methods"), T_TOY)],
 }
 
 # --- mutation operators ----------------------------------------------------------------------------
@@ -303,8 +320,8 @@ def copy_tree(dest: str) -> None:
     for name in os.listdir(ROOT):
         if name.endswith(".py") or name in ("README.md", "requirements.txt"):
             shutil.copy2(os.path.join(ROOT, name), dest)
-    shutil.copytree(os.path.join(ROOT, "tests"), os.path.join(dest, "tests"),
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in ("tests", "docs"):
+        shutil.copytree(os.path.join(ROOT, folder), os.path.join(dest, folder), ignore=shutil.ignore_patterns("__pycache__"))
 
 
 CHILD = None  # the forked test run in progress, killed with us

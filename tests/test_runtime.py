@@ -1,6 +1,7 @@
-"""A run's life: stop signals save and resume exactly, one run per out_dir, durable saves that fail
-cleanly, and the best checkpoint. Where the behaviour is about processes the tests use real ones,
-and they wait for a file rather than for a fixed time."""
+"""The run machinery (runtime.py): stop signals save and resume exactly, one run per out_dir,
+durable saves that fail cleanly, the best checkpoint, flags, loading weights, and a step's memory on
+paper. Where the behaviour is about processes the tests use real ones, and they wait for a file
+rather than for a fixed time."""
 
 import errno
 import json
@@ -10,14 +11,16 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-import model
+import runtime
 import sample
 import train
 from data import Batches
+from model import GPT, GPTConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--batch_size", "8", "--block_size", "96",
@@ -80,7 +83,7 @@ def test_sigterm_to_a_real_run_saves_where_it_stopped_and_resume_matches_a_strai
 @pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_saves_at_the_next_iteration_and_a_second_one_does_not_break_the_save(
         tmp_path, monkeypatch, capsys, signum, code):
-    real_next, real_save, calls = Batches.next, model.save_checkpoint, []
+    real_next, real_save, calls = Batches.next, runtime.save_checkpoint, []
 
     def next_then_signal(self):
         calls.append(1)
@@ -93,7 +96,7 @@ def test_a_signal_saves_at_the_next_iteration_and_a_second_one_does_not_break_th
         real_save(checkpoint, path)
 
     monkeypatch.setattr(Batches, "next", next_then_signal)
-    monkeypatch.setattr(train, "save_checkpoint", save_while_signalled)
+    monkeypatch.setattr(runtime, "save_checkpoint", save_while_signalled)
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     out = tmp_path / "out"
     assert train.main([*TINY, "--max_iters", "6", "--eval_interval", "100", "--out_dir", str(out)]) == code
@@ -150,11 +153,11 @@ def full_disk(checkpoint, f):
 
 def test_a_failed_save_keeps_the_previous_checkpoint_and_no_temp_file(tmp_path, monkeypatch):
     path = str(tmp_path / "ckpt.pt")
-    model.save_checkpoint({"iter_num": 1}, path)
+    runtime.save_checkpoint({"iter_num": 1}, path)
     before = open(path, "rb").read()
     monkeypatch.setattr(torch, "save", full_disk)
     with pytest.raises(OSError) as failure:
-        model.save_checkpoint({"iter_num": 2}, path)
+        runtime.save_checkpoint({"iter_num": 2}, path)
     assert failure.value.errno == errno.ENOSPC
     assert open(path, "rb").read() == before and os.listdir(tmp_path) == ["ckpt.pt"]
 
@@ -208,3 +211,87 @@ def test_keep_best_writes_the_checkpoint_of_the_lowest_val_loss_also_across_a_re
     best = checkpoint(os.path.join(out, "best.pt"))
     assert best["iter_num"] == best_line["iter"] and best["best_val_loss"] == best_line["val_loss"]
     assert checkpoint(os.path.join(out, "ckpt.pt"))["iter_num"] == 6
+
+
+# --- flags ---------------------------------------------------------------------------------------
+
+def parse(argv):
+    return runtime.parse_config(train.TrainConfig, argv, "train.py", "")
+
+
+def test_help_shows_every_flag_with_its_default():
+    parser = runtime.config_parser(train.TrainConfig, "train.py", "")
+    text = parser.format_help()
+    flags = [a for a in parser._actions if a.dest != "help"]
+    assert text.count("(default:") == len(flags)
+    assert parse(["--lambda=0.25"])[0].lam == parse(["--lambda", "0.25"])[0].lam == 0.25
+
+
+def test_parse_config_reports_exactly_the_flags_given():
+    config, given = parse(["--lambda", "0", "--n_layer=2", "--value_head"])
+    assert given == {"lam", "n_layer", "value_head"}
+    assert (config.lam, config.n_layer, config.value_head) == (0.0, 2, True)
+    assert config.gamma == train.TrainConfig().gamma  # not given: the default
+    assert parse([]) == (train.TrainConfig(), set())
+
+
+
+# --- weights and the memory of a step on paper ----------------------------------------------------
+
+def tiny(**kw):
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=37, block_size=16, n_layer=2, n_head=2, n_embd=16, **kw))
+
+
+def test_weights_without_a_head_load_into_a_model_with_one():
+    plain, headed = tiny(), tiny(value_head=True)
+    with torch.no_grad():
+        headed.value_head.bias.fill_(3.0)
+        for p in plain.parameters():
+            p.add_(0.5)
+    runtime.load_weights(headed, plain.state_dict())
+    assert headed.value_head.bias.item() == 3.0  # a head the weights do not have keeps its value
+    idx = torch.randint(0, 37, (2, 5))
+    torch.testing.assert_close(headed(idx) - 3.0, plain(idx), atol=1e-5, rtol=0)
+    with pytest.raises(runtime.CheckpointError, match="do not fit"):
+        runtime.load_weights(tiny(), headed.state_dict())  # the reverse drops a trained head: refused
+
+
+@pytest.mark.parametrize("bias,value_head", [(False, False), (True, False), (True, True)])
+def test_param_counts_add_up_to_the_model_built(bias, value_head):
+    config = GPTConfig(vocab_size=97, block_size=16, n_layer=3, n_head=2, n_embd=8, bias=bias, value_head=value_head)
+    assert sum(runtime.param_counts(config).values()) == sum(p.numel() for p in GPT(config).parameters())
+
+
+def test_step_memory_is_the_hand_count_of_a_tiny_config():
+    # V = 10 tokens, block 4, one block 4 wide with 2 heads, biases; 2 rows of 3 tokens = 6 tokens.
+    config = GPTConfig(vocab_size=10, block_size=4, n_layer=1, n_head=2, n_embd=4, bias=True)
+    # wte 10*4 + wpe 4*4 + 3 LayerNorms 3*(4+4) + c_attn 4*12+12 + c_proj 4*4+4 + c_fc 4*16+16 + c_proj 16*4+4
+    n = 40 + 16 + 24 + 60 + 20 + 80 + 68
+    # Per token, float32: ln_1 in, ln_1 out (4 + 4), qkv 12, attention out 4, ln_2 in, out (4 + 4),
+    # MLP 16 before and 16 after GELU = 64 floats; 2 LayerNorms' mean and rstd, 2 heads' log-sum-exp
+    # = 6 floats; ln_f in and out 8 floats. Logits and logsumexp's temporary: 2 * 10 floats.
+    per_token = 4 * (64 + 6 + 8)
+    expected = {"weights_adamw": 12 * n, "activations": 6 * per_token, "logits": 6 * 2 * 10 * 4,
+                "gradients": 4 * n + 2 * 4 * 40}  # + two transient copies of wte's gradient
+    expected["peak"] = 12 * n + 6 * per_token + 6 * 80  # activations + logits exceed the gradients
+    assert runtime.step_memory(config, rows=2, seq_len=3, half=False) == expected
+    # bf16 autocast: fp32 LN inputs 2 * 4 * 4 bytes, 16-bit LN outputs, qkv, attention out, MLP
+    # (4 + 12 + 4 + 4 + 16 + 16) * 2 bytes, the same fp32 statistics; ln_f in fp32, out 16-bit;
+    # 16-bit copies of the Linear weights (wte as lm_head too); logits 16-bit, fp32 copy, temporary.
+    per_token = 32 + 56 * 2 + 6 * 4 + 4 * 4 + 4 * 2
+    half = runtime.step_memory(config, rows=2, seq_len=3, half=True)
+    assert half["activations"] == 6 * per_token + 2 * (n - 16 - 24)
+    assert half["logits"] == 6 * 10 * (2 + 4 + 4)
+
+
+def test_the_cuda_memory_line_names_the_parts_and_warns_when_the_gpu_is_too_small(monkeypatch, capsys):
+    # No GPU here: the line is what train.py prints on one, given the GPU's size.
+    config = GPTConfig(vocab_size=50257, block_size=512, n_layer=12, n_head=12, n_embd=768, bias=True)
+    need = runtime.step_memory(config, 8, 512, half=True)["peak"]
+    for total, warned in [(80 * 2**30, False), (need - 1, True)]:
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=total))
+        runtime.print_step_memory(config, 8, 512, "cuda:0", torch.bfloat16)
+        out, err = capsys.readouterr()
+        assert f"a step needs about {need / 2**30:.1f} GiB on paper" in out and "weights and AdamW" in out
+        assert ("more than this GPU has" in err) == warned
