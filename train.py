@@ -200,7 +200,7 @@ def val_metrics(model: GPT, dataset: Dataset, problems: list[Problem], c: TrainC
 
 
 # ----------------------------------------------------------------------------------------------
-# The run: its parts, its state, where it starts, its checkpoint
+# The run: its parts, its state, its setup, its checkpoint
 
 @dataclass
 class Run:
