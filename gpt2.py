@@ -1,5 +1,5 @@
-"""Published GPT-2 weights (OpenAI's, in the Hugging Face layout) as this project's GPT: skip this
-file on a first reading.
+"""Published GPT-2 weights (OpenAI's, in the Hugging Face layout) as this project's GPT, and ours back
+out in that layout: skip this file on a first reading.
 
 `GPT.from_pretrained` and `train.py --init_from gpt2` call it. It fetches a GPT-2 from the Hugging
 Face Hub or reads a local folder (config.json + model.safetensors or pytorch_model.bin), checks that
@@ -7,7 +7,8 @@ the variant is one model.py implements (GPT-2 with `bias=True` and the tanh GELU
 tensors to ours: GPT-2 stores its attention and MLP matrices as Conv1D, [in, out], which nn.Linear
 holds transposed. The vocabulary is GPT-2's own 50,257 tokens, unpadded. The packages that fetch and
 read the weights (huggingface_hub, safetensors) are optional: imported here, on this path only;
-checkpoints this project writes never need them.
+checkpoints this project writes never need them. `config_to_hf` and `weights_to_hf` are the inverse
+renaming, which export.py writes as a Hugging Face folder.
 """
 
 import json
@@ -141,3 +142,50 @@ def weights_from_hf(hf_state: dict[str, torch.Tensor], block_size: int) -> dict[
     if "wte.weight" in state:
         state["lm_head.weight"] = state["wte.weight"]
     return state
+
+
+# ----------------------------------------------------------------------------------------------
+# The inverse: our model under Hugging Face GPT-2's names (export.py writes them as a folder)
+
+# Our GELU -> Hugging Face's name for it: ACT2FN["gelu"] is torch's exact erf GELU (nn.functional.gelu),
+# ACT2FN["gelu_new"] the tanh approximation OpenAI's GPT-2 uses; config_from_hf maps both back.
+HF_ACTIVATION = {"none": "gelu", "tanh": "gelu_new"}
+
+
+def config_to_hf(config: GPTConfig, vocab_size: int, eos_id: int) -> dict:
+    """The Hugging Face GPT-2 config.json of our GPTConfig with vocab_size token rows: the same
+    architecture (n_positions = block_size, our GELU's name, nn.LayerNorm's eps 1e-5, tied
+    embeddings) and our dropout; config_from_hf reads it back as this GPTConfig with bias=True."""
+    return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": vocab_size,
+            "n_positions": config.block_size, "n_embd": config.n_embd, "n_layer": config.n_layer,
+            "n_head": config.n_head, "n_inner": None, "activation_function": HF_ACTIVATION[config.gelu_approximate],
+            "layer_norm_epsilon": 1e-5, "resid_pdrop": config.dropout, "embd_pdrop": config.dropout,
+            "attn_pdrop": config.dropout, "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False,
+            "reorder_and_upcast_attn": False, "tie_word_embeddings": True, "bos_token_id": eos_id,
+            "eos_token_id": eos_id, "initializer_range": 0.02, "dtype": "float32"}
+
+
+def weights_to_hf(state: dict[str, torch.Tensor], vocab_size: int) -> dict[str, torch.Tensor]:
+    """Our weights under GPT2LMHeadModel's names, the inverse of weights_from_hf: blocks.i -> h.i
+    under `transformer.`, Linear matrices transposed to Conv1D's [in, out], the token table cropped
+    to its first vocab_size rows, float32 and contiguous (as safetensors stores them). A bias-free
+    model (bias=False) gets zero biases: GPT-2 has one after every Linear and LayerNorm, and zero
+    adds nothing. Left out: lm_head.weight (tied to wte: save_pretrained leaves it out too) and
+    value_head.* (GPT-2 has no value head; the caller says so)."""
+    hf = {}
+    for key, tensor in state.items():
+        if key == "lm_head.weight" or key.startswith("value_head."):
+            continue
+        if key.endswith(CONV1D_WEIGHTS):
+            tensor = tensor.t()
+        if key == "wte.weight":
+            tensor = tensor[:vocab_size]
+        hf[_hf_name(key)] = tensor.float().contiguous().clone()
+        bias = key.removesuffix(".weight") + ".bias"
+        if key.endswith(".weight") and not key.startswith(("wte.", "wpe.")) and bias not in state:
+            hf[_hf_name(bias)] = torch.zeros(state[key].shape[0])  # Linear [out, in], LayerNorm [C]: [out]
+    return hf
+
+
+def _hf_name(key: str) -> str:
+    return "transformer." + re.sub(r"^blocks\.", "h.", key)
