@@ -164,3 +164,15 @@ def test_a_folder_that_is_not_a_usable_gpt2_is_one_line(tiny_gpt2, tmp_path, cap
 def test_an_unknown_init_from_says_what_it_takes(tmp_path, capsys):
     err = one_line_error(["--init_from", "gpt3", "--out_dir", str(tmp_path / "out")], capsys)
     assert "neither a checkpoint file, a GPT-2 (gpt2, gpt2-medium, gpt2-large, gpt2-xl) nor a folder" in err
+
+
+@pytest.mark.parametrize("key,value", [("model_type", "gpt_neo"), ("activation_function", "swish"), ("n_inner", 100),
+                                       ("layer_norm_epsilon", 1e-6), ("scale_attn_weights", False),
+                                       ("scale_attn_by_inverse_layer_idx", True), ("tie_word_embeddings", False)])
+def test_every_gpt2_variant_this_model_does_not_implement_is_refused_by_name(key, value):
+    from gpt2 import config_from_hf
+    hf = {"model_type": "gpt2", "n_layer": 2, "n_head": 4, "n_embd": 64, "n_positions": 128, "vocab_size": 50257,
+          "activation_function": "gelu_new"}
+    assert config_from_hf(hf, None, 0.0, False).gelu_approximate == "tanh"  # the variant we implement
+    with pytest.raises(CheckpointError, match=f"not implemented here \\({key}="):
+        config_from_hf({**hf, key: value}, None, 0.0, False)

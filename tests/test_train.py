@@ -333,3 +333,29 @@ def test_the_value_head_stays_put_where_nothing_trains_it(tmp_path):
     assert run(tmp_path, "--max_iters", 2, "--eval_interval", 100, "--lambda", 0.5, "--value_head",
                "--eval_problems", 0, out="iq") == 0
     assert weights(tmp_path / "iq" / "ckpt.pt")["value_head.bias"].abs().item() > 0
+
+
+def test_val_metrics_average_the_first_val_batches_and_hand_the_model_back_in_training_mode():
+    # eval_iters batches of batch_size val examples, in order, wrapping around the val set
+    import dataclasses
+
+    from data import collate, load_dataset
+    from iqlearn import iqlearn_loss
+    from model import GPT, GPTConfig
+    from task import TaskConfig
+    spec = {"data": None, "val_data": None, "full_vocab": False,
+            "task": dataclasses.asdict(TaskConfig(n_train=20, n_val=5, n_test=5))}
+    dataset = load_dataset(spec, 96)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=dataset.vocab.size, block_size=96, n_layer=1, n_head=2, n_embd=32, dropout=0.5))
+    c = train.TrainConfig(batch_size=2, eval_iters=4, lam=0.5)
+    metrics = train.val_metrics(model.train(), dataset, [], c, "cpu", torch.float32)
+    assert model.training
+    model.eval()
+    expected = []
+    for i in range(4):  # val items 0-1, 2-3, 4-0, 1-2 of the five
+        x, y, done = (torch.from_numpy(a) for a in collate([dataset.val[(2 * i + j) % 5] for j in range(2)]))
+        with torch.no_grad():
+            expected.append(iqlearn_loss(model(x), y, lam=0.5, done=done)[1]["nll"].item())
+    assert metrics["val_nll"] == pytest.approx(sum(expected) / 4, rel=1e-6)
+    assert "accuracy" not in metrics  # no problems given

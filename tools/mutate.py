@@ -46,7 +46,7 @@ T_MODEL = ["tests/test_model.py", "tests/test_decoding.py", "-k",
 T_LR = ["tests/test_train.py", "-k", "lr_ or flags_set"]
 T_POLICY = ["tests/test_data.py", "-k", "policy_samples"]
 T_LOSS = ["tests/test_train.py", "-k", "entropy or closing_eos or loss_assembly or online_training"]
-T_VAL = ["tests/test_train.py", "tests/test_sample.py", "-k", "log_is_written or greedy_accuracy"]
+T_VAL = ["tests/test_train.py", "tests/test_sample.py", "-k", "log_is_written or greedy_accuracy or val_metrics"]
 T_RESUME = ["tests/test_train.py", "-k", "resume or ctrl_c or bad_checkpoint or init_from or value_head"]
 T_FLAGS = ["tests/test_runtime.py", "tests/test_train.py", "-k", "help or parse_config or bad_input"]
 T_WEIGHTS = ["tests/test_runtime.py", "tests/test_gpt2.py", "-k", "weights or logits or block_size"]
@@ -54,14 +54,18 @@ T_MEMORY = ["tests/test_runtime.py", "-k", "memory or param_counts"]
 T_SAVE = ["tests/test_runtime.py", "-k", "save or locked or keep_best"]
 T_GPT2 = ["tests/test_gpt2.py"]
 T_TOY = ["tests/test_toy_mdp.py", "-k", "not command_line and not bad_flag"]
+T_GAIL_MATH = ["tests/test_gail.py", "-k", "not fine_tunes and not sigterm and not bad_flags and not train_py"]
+T_GAIL = ["tests/test_gail.py"]
 
 TARGETS = {
-    "iqlearn.py": [(("_SoftValueAndQ.forward", "_SoftValueAndQ.backward", "_check", "transitions", "_masked_mean",
-                     "iqlearn_loss", "implicit_rewards", "iqlearn_online_loss"), T_IQ)],
+    "iqlearn.py": [(("_SoftValueAndQ.forward", "_SoftValueAndQ.backward", "_check", "transitions", "masked_mean",
+                     "iqlearn_loss", "implicit_rewards", "iqlearn_online_loss"), T_IQ),
+                   (("policy_entropy",), T_LOSS)],
     "data.py": [(("collate", "Batches.__init__", "Batches._order_of", "Batches.next", "Batches.state_dict",
                   "Batches.load_state_dict", "extract_answer", "is_correct"), T_DATA),
                 (("problems_from", "text_of", "correct", "accuracy", "greedy_accuracy"), T_GREEDY),
-                (("policy_samples",), T_POLICY)],
+                (("policy_samples",), T_POLICY),
+                (("data_spec",), T_GAIL)],
     "task.py": [(("make_problem", "split_of", "builtin_task"), T_TASK)],
     "metrics.py": [(("ngrams", "bleu", "self_bleu", "distinct_n", "average_ranks", "spearman",
                      "within_problem_spearman"), T_METRICS)],
@@ -73,16 +77,21 @@ TARGETS = {
                    "GPT._cached_positions_and_mask", "GPT.generate", "left_pad", "sample_next", "cut_after_eos"),
                   T_MODEL)],
     "train.py": [(("lr_at",), T_LR),
-                 (("training_loss", "policy_entropy"), T_LOSS),
+                 (("training_loss",), T_LOSS),
                  (("val_metrics",), T_VAL),
                  (("checkpoint_state", "restore", "setup"), T_RESUME)],
-    "runtime.py": [(("resumed_config", "training_checkpoint", "restore_training", "starting_point",
+    "runtime.py": [(("cosine_lr",), T_LR),
+                   (("resumed_config", "training_checkpoint", "restore_training", "starting_point",
                      "adopt_architecture", "build_model"), T_RESUME),
                    (("check_at_least", "config_parser", "parse_config", "flag_of"), T_FLAGS),
                    (("load_weights", "model_from_checkpoint"), T_WEIGHTS),
                    (("step_memory", "param_counts"), T_MEMORY),
                    (("save_checkpoint", "write_checkpoint", "OutDirLock.__init__", "OutDirLock._lock",
                      "holding_out_dir"), T_SAVE)],
+    "gail.py": [(("discriminator_loss", "reward_from_logits", "reward_to_go", "leave_one_out_baseline",
+                  "kl_to_reference", "policy_loss"), T_GAIL_MATH),
+                (("check_config", "discriminator_config", "setup", "save", "step_with_clip", "discriminator_steps", "advantages_of",
+                  "train_step", "val_metrics", "log_evaluation", "train_loop", "gail"), T_GAIL)],
     "gpt2.py": [(("gpt2_checkpoint", "config_from_hf", "weights_from_hf"), T_GPT2)],
     "toy_mdp.py": [(("build_mdp", "expert_move", "expert_probs", "sample_expert_actions", "state_ids", "executed",
                      "occupancy", "exact_metrics", "weight_rows", "transition_batch", "transition_weights", "train",
