@@ -14,6 +14,7 @@ The vocabulary is compact by default: only the GPT-2 ids that occur in the data 
 renumbered densely, so a tiny model is not dominated by a 50k-row embedding table.
 """
 
+import dataclasses
 import json
 import os
 import re
@@ -239,6 +240,14 @@ def load_records(spec: dict) -> dict[str, list[dict]] | None:
         train = read_jsonl(data)
         return dict(zip(("train", "val"), (train, read_jsonl(val_data)) if val_data else _held_out(train)))
     raise DataError(f"--data must be a .jsonl or .txt file, got {data}")
+
+
+def data_spec(c) -> dict:
+    """What load_dataset needs to rebuild a run's data (stored in its checkpoint for sample.py), from
+    a run configuration with the data flags (train.py's and gail.py's). The built-in task's flags map
+    to TaskConfig's fields here: --task_steps is max_steps."""
+    task = TaskConfig(max_steps=c.task_steps, max_value=c.task_max_value, n_train=c.task_train)
+    return {"data": c.data, "val_data": c.val_data, "full_vocab": c.full_vocab, "task": dataclasses.asdict(task)}
 
 
 def fitting_pairs(vocab: Vocab, records: list[dict], block_size: int) -> list[tuple[dict, Item]]:

@@ -117,8 +117,17 @@ def transitions(logits: torch.Tensor, targets: torch.Tensor, gamma: float, done:
     return Transitions(v, q, gamma * v_next, is_action, is_action & has_next)
 
 
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean of x over the positions where mask is True (0 where there are none)."""
     return torch.where(mask, x, 0.0).sum() / mask.sum().clamp(min=1)
+
+
+def policy_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -1) -> torch.Tensor:
+    """Mean entropy of pi(.|s_t) = softmax(Q(s_t, .)) over action positions: the paper's
+    'MLE with entropy cost' diversity baseline subtracts a multiple of it from the loss."""
+    logp = F.log_softmax(logits.float(), dim=-1)
+    entropy = -(logp.exp() * logp).sum(-1)
+    return entropy[targets != ignore_index].mean()
 
 
 def iqlearn_loss(logits: torch.Tensor, targets: torch.Tensor, lam: float = 0.5, gamma: float = 1.0,
@@ -140,12 +149,12 @@ def iqlearn_loss(logits: torch.Tensor, targets: torch.Tensor, lam: float = 0.5, 
     nll = torch.where(is_action, v - q, 0.0).sum() / is_action.sum()
     # chi^2 regulariser: the implicit reward r_t = Q(s_t, a_t) - gamma V(s_{t+1}), squared.
     r = q - gamma_v_next
-    td = _masked_mean(r.square(), is_td)
+    td = masked_mean(r.square(), is_td)
     loss = nll + lam * td if lam > 0 else nll
 
     stats = {"nll": nll.detach(), "td": td.detach(),
-             "reward_mean": _masked_mean(r, is_td).detach(),
-             "value_mean": _masked_mean(v, is_action).detach()}
+             "reward_mean": masked_mean(r, is_td).detach(),
+             "value_mean": masked_mean(v, is_action).detach()}
     return loss, stats
 
 
@@ -186,9 +195,9 @@ def iqlearn_online_loss(expert_logits: torch.Tensor, expert_targets: torch.Tenso
                                           ignore_index)
 
     nll = torch.where(act_e, v_e - q_e, 0.0).sum() / act_e.sum()            # -E_E[log pi]
-    value_gap = _masked_mean(v_e - gv_e, td_e) - _masked_mean(v_p - gv_p, td_p)
-    td_expert = _masked_mean((q_e - gv_e).square(), td_e)                    # E_E[r^2]
-    td_policy = _masked_mean((q_p - gv_p).square(), td_p)                    # E_pi[r^2]
+    value_gap = masked_mean(v_e - gv_e, td_e) - masked_mean(v_p - gv_p, td_p)
+    td_expert = masked_mean((q_e - gv_e).square(), td_e)                    # E_E[r^2]
+    td_policy = masked_mean((q_p - gv_p).square(), td_p)                    # E_pi[r^2]
     loss = nll - alpha * value_gap + lam * ((1 - alpha) * td_expert + alpha * td_policy)
 
     return loss, {"nll": nll.detach(), "td": td_expert.detach()}

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import dataclasses
 import fcntl
+import math
 import os
 import signal
 import sys
@@ -117,6 +118,18 @@ def autocast(device: str, dtype: torch.dtype):
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.split(":")[0], dtype=dtype)
+
+
+def cosine_lr(iter_num: int, learning_rate: float, min_lr: float, warmup_iters: int, decay_iters: int) -> float:
+    """Linear warm-up over warmup_iters, then cosine decay from learning_rate to min_lr, reached at
+    decay_iters and kept after: a function of the iteration only, so a resumed run follows the same
+    schedule as an uninterrupted one (train.py's lr_at and gail.py call it with their flags)."""
+    if iter_num < warmup_iters:
+        return learning_rate * (iter_num + 1) / warmup_iters
+    if iter_num >= decay_iters:
+        return min_lr
+    progress = (iter_num - warmup_iters) / max(decay_iters - warmup_iters, 1)
+    return min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (learning_rate - min_lr)
 
 
 def setup_distributed(device_flag: str) -> tuple[int, int, str]:

@@ -256,6 +256,9 @@ def sample_measurements(model: GPT, vocab: Vocab, problems: list[Problem], check
     }
 
 
+# IQLearn's implicit rewards, read from the policy's logits. A GAIL checkpoint (gail.py) has none:
+# its reward is its discriminator's, so for it these are n/a.
+IMPLICIT_REWARD_KEYS = ("reward_spearman", "reward_spearman_within", "reward_within_problems", "reward_mean")
 SHARED_NOTES = {"accuracy_greedy": "", "accuracy_beam": "beam width {beam}",
                 "accuracy_greedy_calculator": "greedy, a calculator fills in <<expr= (--calculator)",
                 "nll": "per token of the reference responses"}
@@ -274,6 +277,8 @@ def table(rows: list[dict], checkpoint: dict) -> str:
             lines.append(f"  {key:<26}{cell(first[key]):>10}   {note.format(**first)}")
     if first["accuracy_greedy"] is None:
         lines.append("  (answers are not checkable ('#### N'): no accuracies, no reward correlations)")
+    if checkpoint.get("algorithm") == "gail":
+        lines.append("  (a GAIL run: the reward columns are IQLearn's implicit rewards, meaningless for it: n/a)")
     lines.append(f"  {first['num_samples']} samples per problem at each temperature. self_bleu: lower = more "
                  "diverse (_correct: among correct samples); distinct_2: higher = more diverse;\n"
                  "  reward_spearman: R = sum_t r_t vs correct, pooled over problems (_within: per problem, "
@@ -349,6 +354,8 @@ def sample_or_evaluate(args: argparse.Namespace) -> int:
     model = model_from_checkpoint(checkpoint).to(device).eval()
     vocab = Vocab.from_state(checkpoint["vocab"])
     gamma, block = checkpoint["config"]["gamma"], model.config.block_size
+    if args.rewards and checkpoint.get("algorithm") == "gail":
+        raise UserError("--rewards shows IQLearn's implicit rewards; a GAIL run's reward is its discriminator's")
     generator = torch.Generator(device).manual_seed(args.seed)
     temperature = args.temperature[0]  # a grid only with --eval
 
@@ -362,6 +369,8 @@ def sample_or_evaluate(args: argparse.Namespace) -> int:
     if args.eval:
         args.beam = args.beam or 4
         rows = measure(model, vocab, problems, checkable, args, gamma, device)
+        if checkpoint.get("algorithm") == "gail":
+            rows = [{**row, **dict.fromkeys(IMPLICIT_REWARD_KEYS)} for row in rows]
         print("\n".join(map(json.dumps, rows)) if args.json else table(rows, checkpoint))
         return 0
     prompts = [p.prompt for p in problems]

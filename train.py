@@ -14,7 +14,6 @@ runtime.py: skip it on a first reading.
 """
 
 import contextlib
-import dataclasses
 import json
 import math
 import os
@@ -26,19 +25,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from data import (IGNORE, Batches, Dataset, Item, Problem, Vocab, collate, greedy_accuracy, load_dataset, policy_samples,
-                  problems_from)
+from data import (IGNORE, Batches, Dataset, Item, Problem, Vocab, collate, data_spec, greedy_accuracy, load_dataset,
+                  policy_samples, problems_from)
 from gpt2 import GPT2_SIZES
-from iqlearn import check_coefficients, iqlearn_loss, iqlearn_online_loss
+from iqlearn import check_coefficients, iqlearn_loss, iqlearn_online_loss, policy_entropy
 from model import GPT
 from runtime import (MODEL_FIELDS, StopSignals, UserError, autocast, build_model, check_at_least, checkpoint_path,
-                     flag_of, holding_out_dir, knob, parse_config, pick_dtype, print_step_memory, restore_training,
-                     setup_distributed, starting_point, training_checkpoint, write_checkpoint)
-from task import TaskConfig
+                     cosine_lr, flag_of, holding_out_dir, knob, parse_config, pick_dtype, print_step_memory,
+                     restore_training, setup_distributed, starting_point, training_checkpoint, write_checkpoint)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -119,23 +116,8 @@ def check_config(c: TrainConfig) -> None:
         raise UserError("need 0 < --min_lr <= --learning_rate")
 
 
-def data_spec(c: TrainConfig) -> dict:
-    """What load_dataset needs to rebuild this run's data (stored in the checkpoint for sample.py).
-    The built-in task's flags map to TaskConfig's fields here: --task_steps is max_steps."""
-    task = TaskConfig(max_steps=c.task_steps, max_value=c.task_max_value, n_train=c.task_train)
-    return {"data": c.data, "val_data": c.val_data, "full_vocab": c.full_vocab, "task": dataclasses.asdict(task)}
-
-
 # ----------------------------------------------------------------------------------------------
 # The loss of one batch, and the learning-rate schedule
-
-def policy_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean entropy of pi(.|s_t) = softmax(Q(s_t, .)) over action positions: the paper's
-    'MLE with entropy cost' diversity baseline subtracts a multiple of it from the loss."""
-    logp = F.log_softmax(logits.float(), dim=-1)
-    entropy = -(logp.exp() * logp).sum(-1)
-    return entropy[targets != IGNORE].mean()
-
 
 def training_loss(model, expert: list[Item], policy: list[Item] | None, c: TrainConfig, device: str,
                   dtype: torch.dtype) -> tuple[torch.Tensor, dict, int]:
@@ -161,13 +143,7 @@ def training_loss(model, expert: list[Item], policy: list[Item] | None, c: Train
 def lr_at(iter_num: int, c: TrainConfig) -> float:
     """Linear warm-up, then cosine decay to min_lr over lr_decay_iters; a function of the
     iteration only, so a resumed run follows the same schedule as an uninterrupted one."""
-    decay_iters = c.lr_decay_iters or c.max_iters
-    if iter_num < c.warmup_iters:
-        return c.learning_rate * (iter_num + 1) / c.warmup_iters
-    if iter_num >= decay_iters:
-        return c.min_lr
-    progress = (iter_num - c.warmup_iters) / max(decay_iters - c.warmup_iters, 1)
-    return c.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (c.learning_rate - c.min_lr)
+    return cosine_lr(iter_num, c.learning_rate, c.min_lr, c.warmup_iters, c.lr_decay_iters or c.max_iters)
 
 
 # ----------------------------------------------------------------------------------------------
