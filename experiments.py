@@ -330,16 +330,18 @@ def signed(x: float) -> str:
     return f"{x:+.3f}".replace("-", "−")
 
 
-def interval_text(values: list[float], sign: int = 1, word: bool = True) -> str:
-    """'+m ± se [low, high] (n = k): word' for a claim of the given sign, or the one value."""
+def interval_text(values: list[float], sign: int = 1, word: bool = True, digits: int = 3, plain: bool = False) -> str:
+    """'+m ± se [low, high] (n = k): word' for a claim of the given sign, or the one value. plain:
+    no sign on the numbers (a quantity, not a difference)."""
     values = [v for v in values if v is not None and not math.isnan(v)]
     if not values:
         return "n/a"
+    number = (lambda x: f"{x:.{digits}f}") if plain else (lambda x: f"{x:+.{digits}f}".replace("-", "−"))
     found = t_interval(values)
     if found is None:
-        return f"{signed(values[0])} (n = 1)"
+        return f"{number(values[0])} (n = 1)"
     m, se, low, high = found
-    text = f"{signed(m)} ± {se:.3f} [{signed(low)}, {signed(high)}] (n = {len(values)})"
+    text = f"{number(m)} ± {se:.{digits}f} [{number(low)}, {number(high)}] (n = {len(values)})"
     return text + f": {claim_word(low, high, sign)}" if word else text
 
 
@@ -858,9 +860,9 @@ def null_reason_report() -> str:
         rows = [p for p in other if p["policy"] == label]
         diffs = [p["kl_min"] - floor[p["run"].rsplit("_s", 1)[1]] for p in rows]
         lines.append(f"| {label} | {best_temperatures(rows)} | "
-                     f"{interval_text([p['kl_at_T1'] for p in rows], word=False)} | "
-                     f"{interval_text([p['kl_min'] for p in rows], word=False)} | "
-                     + ("(the floor)" if label == "MLE" else interval_text(diffs)) + " |")
+                     f"{interval_text([p['kl_at_T1'] for p in rows], word=False, digits=4, plain=True)} | "
+                     f"{interval_text([p['kl_min'] for p in rows], word=False, digits=4, plain=True)} | "
+                     + ("(the floor)" if label == "MLE" else interval_text(diffs, digits=4)) + " |")
     same = [p for p in found["pairs"] if p["same_seed"]]
     if same:
         lines += ["", "Against the MLE of the *same* seed (same initialisation and data order):", "",
@@ -868,8 +870,8 @@ def null_reason_report() -> str:
         for label, _ in NULL_REASON[1:]:
             rows = [p for p in same if p["policy"] == label]
             lines.append(f"| {label} | {best_temperatures(rows)} | "
-                         f"{interval_text([p['kl_at_T1'] for p in rows], word=False)} | "
-                         f"{interval_text([p['kl_min'] for p in rows], word=False)} |")
+                         f"{interval_text([p['kl_at_T1'] for p in rows], word=False, digits=4, plain=True)} | "
+                         f"{interval_text([p['kl_min'] for p in rows], word=False, digits=4, plain=True)} |")
     checks = found.get("log_checks", [])
     differ = [c["name"] for c in checks if not c["log_equal"]]
     lines += ["", f"Retrained checkpoints (runs/ is not kept): {len(checks) - len(differ)} of {len(checks)} logs "

@@ -208,7 +208,7 @@ def test_null_reason_report_pairs_each_policy_with_the_floor_of_its_seed(tmp_pat
     text = experiments.null_reason_report()
     recipe_row = next(line for line in text.splitlines() if line.startswith(f"| {recipe}"))
     # paired differences 0.11 - 0.08 = 0.03 and 0.13 - 0.09 = 0.04: mean 0.035, s.e. 0.005, 1 df
-    assert recipe_row.endswith("| +0.035 ± 0.005 [−0.029, +0.099] (n = 2): within noise |")
+    assert recipe_row.endswith("| +0.0350 ± 0.0050 [−0.0285, +0.0985] (n = 2): within noise |")
     assert "1 of 1 logs equal" in text
 
 
