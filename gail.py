@@ -296,7 +296,8 @@ def setup(c: GailConfig, resumed: dict | None, source: dict | None, device: str)
     reference.eval().requires_grad_(False)
     optimizer = policy.configure_optimizer(c.weight_decay, c.learning_rate)
     disc_optimizer = discriminator.configure_optimizer(c.weight_decay, c.disc_learning_rate)
-    scaler, disc_scaler = (torch.amp.GradScaler(device.split(":")[0], enabled=dtype == torch.float16) for _ in "12")
+    scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == torch.float16)
+    disc_scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == torch.float16)
     batches = Batches(dataset.train, c.batch_size, c.seed)
     run = Run(c, dataset, problems, policy, reference, discriminator, optimizer, disc_optimizer, scaler, disc_scaler,
               batches, device, dtype)
@@ -324,6 +325,7 @@ def save(run: Run) -> bool:
 
 def step_with_clip(model: GPT, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss: torch.Tensor,
                    clip: float) -> None:
+    """Backward, clip the gradient norm (0: no clipping), step, and clear the gradients."""
     scaler.scale(loss).backward()
     if clip > 0:
         scaler.unscale_(optimizer)
