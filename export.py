@@ -142,10 +142,21 @@ def write_folder(hf_dir: str, config: dict, weights: dict[str, torch.Tensor], fi
         for name, content in files.items():
             with open(os.path.join(tmp, name), "wb") as f:
                 f.write(content)
+        readable_as_umask_says(tmp)
         os.rename(tmp, hf_dir)
     except OSError as e:  # disk full, permission denied, hf_dir filled meanwhile
         shutil.rmtree(tmp, ignore_errors=True)
         raise ExportError(f"could not write {hf_dir} ({e.strerror or e})") from None
+
+
+def readable_as_umask_says(folder: str) -> None:
+    """The permissions a plain mkdir and open would have given: mkdtemp makes its folder private
+    (0700) and safetensors its file 0600, but an exported model is meant to be shared and served."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+    for name in os.listdir(folder):
+        os.chmod(os.path.join(folder, name), 0o666 & ~umask)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -160,14 +171,17 @@ def policy_model(checkpoint: dict):
 
 def sample_sequences(checkpoint: dict, block_size: int, n: int = 4) -> tuple[list[list[int]], str]:
     """Up to n token sequences to measure on, and what they are: the first val examples of the
-    checkpoint's data, or, where that cannot be read (moved files, a GPT-2 imported but not
+    checkpoint's data, or, where there is none to read (moved files, a GPT-2 imported but not
     trained), seeded random tokens."""
-    try:
-        val = load_dataset(checkpoint["data_spec"], block_size, Vocab.from_state(checkpoint["vocab"])).val[:n]
-        return [item.tokens[:block_size].tolist() for item in val], f"{len(val)} val sequences of its data"
-    except (UserError, KeyError, TypeError) as e:
-        ids = torch.randint(0, GPT2_VOCAB, (n, block_size), generator=torch.Generator().manual_seed(0))
-        return ids.tolist(), f"{n} random sequences (its data could not be read: {first_line(e)})"
+    why = "the checkpoint names no data"
+    if "data_spec" in checkpoint:
+        try:
+            val = load_dataset(checkpoint["data_spec"], block_size, Vocab.from_state(checkpoint["vocab"])).val[:n]
+            return [item.tokens[:block_size].tolist() for item in val], f"{len(val)} val sequences of its data"
+        except UserError as e:
+            why = f"its data could not be read: {first_line(e)}"
+    ids = torch.randint(0, GPT2_VOCAB, (n, block_size), generator=torch.Generator().manual_seed(0))
+    return ids.tolist(), f"{n} random sequences; {why}"
 
 
 @torch.no_grad()
@@ -230,7 +244,8 @@ def export(args: argparse.Namespace) -> int:
     config = GPTConfig(**checkpoint["model_args"])
     write_folder(args.hf_dir, config_to_hf(config, rows, eos_id=GPT2_VOCAB - 1),
                  weights_to_hf(checkpoint["model"], rows), tokenizer_files(config.block_size))
-    layout = f"{'biases' if config.bias else 'no biases'}, {'tanh' if config.gelu_approximate == 'tanh' else 'exact'} GELU"
+    gelu = "tanh" if config.gelu_approximate == "tanh" else "exact"
+    layout = f"{'biases' if config.bias else 'no biases'}, {gelu} GELU"
     print(f"wrote {args.hf_dir}: {config.n_layer} layers, {config.n_embd} wide, {rows} tokens, "
           f"{config.block_size} positions ({layout}), from {args.ckpt}")
     for line in notes(config, rows):

@@ -168,10 +168,11 @@ def config_to_hf(config: GPTConfig, vocab_size: int, eos_id: int) -> dict:
 def weights_to_hf(state: dict[str, torch.Tensor], vocab_size: int) -> dict[str, torch.Tensor]:
     """Our weights under GPT2LMHeadModel's names, the inverse of weights_from_hf: blocks.i -> h.i
     under `transformer.`, Linear matrices transposed to Conv1D's [in, out], the token table cropped
-    to its first vocab_size rows, float32 and contiguous (as safetensors stores them). A bias-free
-    model (bias=False) gets zero biases: GPT-2 has one after every Linear and LayerNorm, and zero
-    adds nothing. Left out: lm_head.weight (tied to wte: save_pretrained leaves it out too) and
-    value_head.* (GPT-2 has no value head; the caller says so)."""
+    to its first vocab_size rows, each tensor a float32 copy of its own (safetensors writes no shared
+    or strided tensors; config_to_hf says float32). A bias-free model (bias=False) gets zero biases:
+    GPT-2 has one after every Linear and LayerNorm, and zero adds nothing. Left out: lm_head.weight
+    (tied to wte: save_pretrained leaves it out too) and value_head.* (GPT-2 has no value head; the
+    caller says so)."""
     hf = {}
     for key, tensor in state.items():
         if key == "lm_head.weight" or key.startswith("value_head."):

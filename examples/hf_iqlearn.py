@@ -32,11 +32,12 @@ import os
 import sys
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # iqlearn.py is one folder up
-from iqlearn import iqlearn_loss  # noqa: E402
-from runtime import Parser, UserError  # noqa: E402  (the project's one-line errors; your loop needs neither)
+from iqlearn import iqlearn_loss
+from gpt2 import first_line
+from runtime import Parser, UserError  # the project's one-line errors; your loop needs neither
 
 IGNORE = -100  # Hugging Face's ignore index for labels
 
@@ -112,7 +113,7 @@ def load(model_name: str):
     try:
         return AutoTokenizer.from_pretrained(model_name), AutoModelForCausalLM.from_pretrained(model_name)
     except (OSError, ValueError) as e:  # no such folder or model, offline: transformers says which
-        raise UserError(f"could not load {model_name} ({(str(e).strip().splitlines() or [type(e).__name__])[0]})") from None
+        raise UserError(f"could not load {model_name} ({first_line(e)})") from None
 
 
 def pairs(data: str | None) -> list[dict]:

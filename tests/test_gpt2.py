@@ -5,6 +5,7 @@ optional packages; the one-line errors when the weights cannot be had."""
 import importlib.util
 import json
 import os
+import re
 import shutil
 import sys
 
@@ -13,6 +14,7 @@ import torch
 
 import sample
 import train
+from gpt2 import config_from_hf, config_to_hf, read_hf_config, read_hf_weights, weights_from_hf, weights_to_hf
 from model import GPT
 from runtime import CheckpointError, load_checkpoint
 
@@ -76,6 +78,21 @@ def test_block_size_crops_the_position_table_and_a_value_head_starts_at_zero(tin
         assert torch.allclose(ours(tokens), reference(tokens).logits, atol=1e-5, rtol=0)
     with pytest.raises(CheckpointError, match="longer than the model's 128 positions"):
         GPT.from_pretrained(folder, block_size=129)
+
+
+@needs_transformers
+def test_weights_to_hf_and_config_to_hf_invert_the_import(tiny_gpt2):
+    """export.py's renaming back: Hugging Face's own saved tensors come back under their names."""
+    folder, _ = tiny_gpt2
+    saved = read_hf_weights(folder)
+    config = config_from_hf(read_hf_config(folder), None, 0.0, False)
+    back = weights_to_hf(weights_from_hf(saved, config.block_size), config.vocab_size)
+    expected = {k: v for k, v in saved.items()  # less the tied head and any causal-mask buffers
+                if k != "lm_head.weight" and not re.fullmatch(r"transformer\.h\.\d+\.attn\.(masked_)?bias", k)}
+    assert back.keys() == expected.keys()
+    for key, tensor in expected.items():
+        assert torch.equal(back[key], tensor), key
+    assert config_from_hf(config_to_hf(config, config.vocab_size, eos_id=50256), None, 0.0, False) == config
 
 
 def block_optional_packages(monkeypatch):
