@@ -52,7 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--hf_dir", default=None, help="the Hugging Face folder to write (new or empty); "
                                                   "default: OUT_DIR_hf")
     p.add_argument("--no_check", action="store_true",
-                   help="skip measuring the padding rows' effect and loading the folder back")
+                   help="skip measuring the padding rows' effect and loading the folder back (which holds "
+                        "the model twice more in memory)")
     args = p.parse_args(argv)
     args.ckpt = args.ckpt or checkpoint_path(args.out_dir)
     args.hf_dir = args.hf_dir or os.path.normpath(args.out_dir) + "_hf"
@@ -121,14 +122,20 @@ def check_target(hf_dir: str) -> None:
         raise ExportError(f"{hf_dir} exists and is not an empty folder; choose another --hf_dir")
 
 
-def write_folder(hf_dir: str, config: dict, weights: dict[str, torch.Tensor], files: dict[str, bytes]) -> None:
-    """config.json, model.safetensors and `files`, written into a temporary folder beside hf_dir and
-    renamed to it at the end: hf_dir appears whole or not at all, and rename(2) replaces only an
-    absent or empty folder, so one filled meanwhile is never overwritten."""
+def safetensors_writer():
+    """safetensors' save_file (an optional package: imported here, before any work is done)."""
     try:
         from safetensors.torch import save_file
     except ImportError:
         raise ExportError("writing model.safetensors needs the optional package: pip install safetensors") from None
+    return save_file
+
+
+def write_folder(hf_dir: str, config: dict, weights: dict[str, torch.Tensor], files: dict[str, bytes],
+                 save_file) -> None:
+    """config.json, model.safetensors (written by save_file) and `files`, into a temporary folder
+    beside hf_dir renamed to it at the end: hf_dir appears whole or not at all, and rename(2)
+    replaces only an absent or empty folder, so one filled meanwhile is never overwritten."""
     parent = os.path.dirname(os.path.abspath(hf_dir))
     try:
         os.makedirs(parent, exist_ok=True)
@@ -239,11 +246,12 @@ def check(hf_dir: str, checkpoint: dict, rows: int) -> int:
 
 def export(args: argparse.Namespace) -> int:
     check_target(args.hf_dir)
+    save_file = safetensors_writer()
     checkpoint = load_checkpoint(args.ckpt)
     rows = exported_rows(checkpoint, args.ckpt)
     config = GPTConfig(**checkpoint["model_args"])
     write_folder(args.hf_dir, config_to_hf(config, rows, eos_id=GPT2_VOCAB - 1),
-                 weights_to_hf(checkpoint["model"], rows), tokenizer_files(config.block_size))
+                 weights_to_hf(checkpoint["model"], rows), tokenizer_files(config.block_size), save_file)
     gelu = "tanh" if config.gelu_approximate == "tanh" else "exact"
     layout = f"{'biases' if config.bias else 'no biases'}, {gelu} GELU"
     print(f"wrote {args.hf_dir}: {config.n_layer} layers, {config.n_embd} wide, {rows} tokens, "

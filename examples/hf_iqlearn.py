@@ -35,8 +35,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # iqlearn.py is one folder up
-from iqlearn import iqlearn_loss
-from gpt2 import first_line
+from gpt2 import first_line  # noqa: I001  (after the path is set)
+from iqlearn import check_coefficients, iqlearn_loss
 from runtime import Parser, UserError  # the project's one-line errors; your loop needs neither
 
 IGNORE = -100  # Hugging Face's ignore index for labels
@@ -101,7 +101,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--learning_rate", type=float, default=3e-5)
     p.add_argument("--seed", type=int, default=1337)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    try:
+        check_coefficients(lam=args.lam, gamma=args.gamma)
+    except ValueError as e:
+        p.error(f"{e} (--lambda, --gamma)")
+    if min(args.steps, args.batch_size) < 1:
+        p.error("--steps and --batch_size must be >= 1")
+    return args
 
 
 def load(model_name: str):
@@ -135,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.manual_seed(args.seed)
     eos_id = tokenizer.eos_token_id
+    if eos_id is None:
+        print(f"hf_iqlearn.py: error: {args.model}'s tokenizer has no end-of-text token to be terminal",
+              file=sys.stderr)
+        return 2
     pad_id = eos_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id
 
     def ids(text: str) -> list[int]:

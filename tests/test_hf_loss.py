@@ -19,6 +19,7 @@ transformers = pytest.importorskip("transformers")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EOS = 50256  # GPT-2's end-of-text, also its padding (GPT-2 has no pad token)
+IGNORE_HF = -100  # Hugging Face's ignore index for labels (data.py's is IGNORE = -1)
 
 
 def load_example():
@@ -66,9 +67,6 @@ def with_cut_row(batch: dict, width_tokens: list[int], n_prompt: int) -> dict:
     return {"input_ids": torch.cat([batch["input_ids"], torch.tensor([width_tokens])]),
             "attention_mask": torch.cat([batch["attention_mask"], torch.ones(1, len(width_tokens), dtype=torch.long)]),
             "labels": torch.cat([batch["labels"], labels[None]])}
-
-
-IGNORE_HF = -100
 
 
 def batch_and_items():
@@ -144,3 +142,13 @@ def test_at_lambda_above_zero_it_is_our_loss_on_our_model_with_the_same_weights(
     if value_head:
         torch.testing.assert_close(head.v.weight.grad, ours.value_head.weight.grad, rtol=1e-4, atol=1e-6)
         assert float(head.v.weight.grad.abs().max()) > 0  # at lam > 0 the head learns
+
+
+@pytest.mark.parametrize("argv,message", [(["--lambda", "-1"], "lam must be a finite number >= 0"),
+                                          (["--gamma", "1.5"], "gamma must be in [0, 1]"),
+                                          (["--steps", "0"], "--steps and --batch_size must be >= 1")])
+def test_the_examples_bad_flags_are_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        hf_iqlearn.main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
