@@ -30,12 +30,13 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 
 import torch
 
 from data import Vocab, load_dataset
 from gpt2 import GPT2_VOCAB, config_to_hf, first_line, weights_to_hf
-from model import GPTConfig
+from model import GPT, GPTConfig
 from runtime import Parser, UserError, checkpoint_path, load_checkpoint, model_from_checkpoint
 
 
@@ -122,7 +123,7 @@ def check_target(hf_dir: str) -> None:
         raise ExportError(f"{hf_dir} exists and is not an empty folder; choose another --hf_dir")
 
 
-def safetensors_writer():
+def safetensors_writer() -> Callable[..., None]:
     """safetensors' save_file (an optional package: imported here, before any work is done)."""
     try:
         from safetensors.torch import save_file
@@ -132,7 +133,7 @@ def safetensors_writer():
 
 
 def write_folder(hf_dir: str, config: dict, weights: dict[str, torch.Tensor], files: dict[str, bytes],
-                 save_file) -> None:
+                 save_file: Callable[..., None]) -> None:
     """config.json, model.safetensors (written by save_file) and `files`, into a temporary folder
     beside hf_dir renamed to it at the end: hf_dir appears whole or not at all, and rename(2)
     replaces only an absent or empty folder, so one filled meanwhile is never overwritten."""
@@ -169,7 +170,7 @@ def readable_as_umask_says(folder: str) -> None:
 # ----------------------------------------------------------------------------------------------
 # Checks: what cropping changed, and the folder loaded back
 
-def policy_model(checkpoint: dict):
+def policy_model(checkpoint: dict) -> GPT:
     """Our model as exported: the checkpoint's, without its value head (all rows kept)."""
     args = {**checkpoint["model_args"], "value_head": False}
     state = {k: v for k, v in checkpoint["model"].items() if not k.startswith("value_head.")}
@@ -192,7 +193,7 @@ def sample_sequences(checkpoint: dict, block_size: int, n: int = 4) -> tuple[lis
 
 
 @torch.no_grad()
-def padding_shift(model, sequences: list[list[int]], rows: int) -> float:
+def padding_shift(model: GPT, sequences: list[list[int]], rows: int) -> float:
     """The largest change cropping the padding rows makes to a real token's log-probability,
     log pi(a|s) = Q(s,a) - logsumexp Q(s,.): the same at every real token of a state, and equal to
     logsumexp over all rows - logsumexp over the first `rows`, at most log(1 + the padding rows'
@@ -205,7 +206,7 @@ def padding_shift(model, sequences: list[list[int]], rows: int) -> float:
 
 
 @torch.no_grad()
-def round_trip(hf_dir: str, model, sequences: list[list[int]], rows: int) -> tuple[float, float]:
+def round_trip(hf_dir: str, model: GPT, sequences: list[list[int]], rows: int) -> tuple[float, float]:
     """transformers' GPT2LMHeadModel loaded from hf_dir against our model (without its value head)
     on the same token ids: the largest |difference| of their logits over the kept rows, and the
     largest |logit|."""

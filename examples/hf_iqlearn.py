@@ -111,7 +111,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def load(model_name: str):
+def load(model_name: str) -> tuple:
     """The tokenizer and causal LM of a Hub name or folder (transformers: an optional package)."""
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
