@@ -109,6 +109,20 @@ def test_init_from_the_folder_reads_back_our_weights(tmp_path, layout):
 
 
 @needs_transformers
+def test_transformers_greedy_generation_is_ours(tmp_path):
+    """Decoding through transformers' own generate (its KV cache) from the folder of a value-head
+    model continues a prompt with the tokens our generate picks: the head changes no argmax."""
+    from transformers import GPT2LMHeadModel
+    ckpt, folder = exported(tmp_path, "default+head")
+    theirs = GPT2LMHeadModel.from_pretrained(folder)
+    assert theirs.generation_config.eos_token_id == GPT2_VOCAB - 1  # from config.json: generate stops there
+    prompt = torch.randint(0, GPT2_VOCAB, (1, 6), generator=torch.Generator().manual_seed(4))
+    ours = model_from_checkpoint(ckpt).eval().generate(prompt.tolist(), max_new_tokens=10, temperature=0)
+    theirs_new = theirs.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=10, do_sample=False)
+    assert theirs_new[0, 6:].tolist() == ours[0]
+
+
+@needs_transformers
 def test_the_tokenizer_is_gpt2s_bpe_as_tiktoken_reads_it(tmp_path):
     from transformers import AutoTokenizer
     _, folder = exported(tmp_path, "gpt2")
