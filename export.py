@@ -15,13 +15,15 @@ the same v(s) to every logit of a state, so transformers' logits are ours minus 
 softmax of either, is ours.
 
 A compact-vocabulary model (the default on the built-in task) is refused: as a GPT-2 folder its
-missing tokens would score logit 0, not -inf (the tied head has no bias that could say -inf), a real
-share of the probability; and no stock Hugging Face tokenizer renumbers GPT-2's BPE into its ids.
+missing tokens would score logit 0, not -inf (the tied head has no bias that could say -inf), most
+of the probability at our models' soft values; and no stock Hugging Face tokenizer renumbers GPT-2's
+BPE into its ids (docs/huggingface.md has the numbers).
 
-Then export measures, on a few sequences of the checkpoint's own validation data, how much cropping
-the padding rows changes the real tokens' log-probabilities, and, where transformers is installed,
-loads the folder back and compares its logits with ours (--no_check skips both). Writing needs the
-optional safetensors (pip install safetensors); nothing else in the project imports it.
+Then export measures, on a few sequences of the checkpoint's own validation data (random tokens
+where it names none), how much cropping the padding rows changes the real tokens' log-probabilities,
+and, where transformers is installed, loads the folder back and compares its logits with ours
+(--no_check skips both). Writing needs the optional safetensors (pip install safetensors), imported
+only when writing; the check imports transformers only when it is installed.
 """
 
 import argparse
@@ -211,6 +213,8 @@ def round_trip(hf_dir: str, model: GPT, sequences: list[list[int]], rows: int) -
     on the same token ids: the largest |difference| of their logits over the kept rows, and the
     largest |logit|."""
     from transformers import GPT2LMHeadModel
+    from transformers.utils import logging
+    logging.disable_progress_bar()  # its per-tensor loading bar: our lines say what was done
     theirs = GPT2LMHeadModel.from_pretrained(hf_dir).eval()
     worst = largest = 0.0
     for ids in sequences:
