@@ -115,8 +115,9 @@ class GPT(nn.Module):
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
         # Created last and zeroed: a model with the head starts as the same function as one without
-        # (same seed, same other weights). At lam = 0 its gradient is zero too: it adds the same
-        # v(h) to every logit of a state, and cross-entropy's gradient softmax - onehot sums to 0.
+        # (same seed, same other weights). At lam = 0 its gradient is zero up to rounding: it adds the
+        # same v(h) to every logit of a state, and cross-entropy's gradient softmax - onehot sums to 0
+        # (train.py freezes it there, so rounding noise does not move it).
         self.value_head = nn.Linear(config.n_embd, 1) if config.value_head else None
         if self.value_head is not None:
             nn.init.zeros_(self.value_head.weight)
