@@ -336,7 +336,7 @@ def interval_text(values: list[float], sign: int = 1, word: bool = True, digits:
     values = [v for v in values if v is not None and not math.isnan(v)]
     if not values:
         return "n/a"
-    number = (lambda x: f"{x:.{digits}f}") if plain else (lambda x: f"{x:+.{digits}f}".replace("-", "−"))
+    number = lambda x: (f"{x:.{digits}f}" if plain else f"{x:+.{digits}f}").replace("-", "−")
     found = t_interval(values)
     if found is None:
         return f"{number(values[0])} (n = 1)"
