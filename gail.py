@@ -345,7 +345,7 @@ def discriminator_steps(run: Run, x: torch.Tensor, y: torch.Tensor, is_expert: t
         loss, accuracy = discriminator_loss(d_logits, y, is_expert)
         accuracies.append(float(accuracy))
         step_with_clip(run.discriminator, run.disc_optimizer, run.disc_scaler, loss, run.config.grad_clip)
-    return accuracies[0], float(loss)
+    return accuracies[0], loss.item()
 
 
 @torch.no_grad()
@@ -388,7 +388,7 @@ def train_step(run: Run) -> dict[str, float]:
         if not torch.isfinite(loss):
             return {**stats, "non_finite": 1.0}
         step_with_clip(run.policy, run.optimizer, run.scaler, loss, c.grad_clip)
-        stats.update({k: float(v) for k, v in parts.items()}, loss=float(loss), lr=lr)
+        stats.update({k: v.item() for k, v in parts.items()}, loss=loss.item(), lr=lr)
     run.iter_num += 1
     t3 = time.time()
     return {**stats, "sample_s": t1 - t0, "disc_s": t2 - t1, "policy_s": t3 - t2}

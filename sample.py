@@ -270,7 +270,8 @@ def table(rows: list[dict], checkpoint: dict) -> str:
     """The measurements as text: what is shared once, then one line per temperature."""
     c, first = checkpoint["config"], rows[0]
     cell = lambda v: "n/a" if v is None else f"{v:.4f}"
-    lines = [f"{first['num_problems']} {first['split']} problems, lambda {c.get('lam')}, gamma {c.get('gamma')}, "
+    method = "GAIL" if checkpoint.get("algorithm") == "gail" else f"lambda {c.get('lam')}"
+    lines = [f"{first['num_problems']} {first['split']} problems, {method}, gamma {c.get('gamma')}, "
              f"iter {checkpoint['iter_num']}: {first['seconds']:.1f} s"]
     for key, note in SHARED_NOTES.items():
         if key != "accuracy_greedy_calculator" or first[key] is not None:  # only with --calculator
