@@ -1,5 +1,6 @@
-"""What the model learns from: tokenizer, the built-in task (task.py) or your own files, and batches
-with masks.
+"""What the model learns from: tokenizer, the built-in task (task.py) or your own files, batches
+with masks, and the policy's own samples (online IQLearn, GAIL); and the problems with checkable
+answers that greedy accuracy is measured on.
 
 Two kinds of data, one batch layout. Every batch is three [B, T] arrays:
     x       input token ids (the state s_t is x[:t+1])
