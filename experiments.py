@@ -42,6 +42,10 @@ SMALL_ITERS = 600      # small-data runs: 600 x 32 examples = 38 epochs of 500 p
 SEEDS = (1, 2, 3)
 FRONTIER_SEEDS = (1, 2, 3, 4, 5)
 ENTROPY_COEFS = (0.01, 0.03, 0.1)
+# GAIL (gail.py) from the same MLE bases as the fine-tuning protocol: (run name prefix, flags).
+GAIL_VARIANTS = (("gail_mle1", []), ("gail_shuffled_mle1", ["--shuffle_rewards"]), ("gail_mle0", ["--mle_weight", "0"]))
+GAIL_CONTROLS = (("gail_shuffled_mle0", ["--shuffle_rewards", "--mle_weight", "0"]),)
+GAIL_FRONTIER = ("finetune_lam0", "finetune_head_lam0.5", "gail_mle1")   # MLE -> MLE, -> IQLearn, -> GAIL
 RUNS, RESULTS = "runs", "results"   # checkpoints (not kept in git); logs and evaluations (kept)
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 LAMBDAS = (0.0, 0.01, 0.1, 0.5, 1.0)
@@ -57,6 +61,11 @@ def lam_name(lam: float) -> str:
     return f"{lam:g}"
 
 
+def mle_base(seed: int) -> str:
+    """The checkpoint the fine-tuning protocol starts from: the from-scratch MLE run of this seed."""
+    return os.path.join(RUNS, f"sweep_lam0_s{seed}", "ckpt.pt")
+
+
 def plan() -> dict[str, list[tuple[str, list[str]]]]:
     """Every run: group -> [(name, train.py flags)]. Runs that start from another run's checkpoint
     come after it."""
@@ -67,12 +76,12 @@ def plan() -> dict[str, list[tuple[str, list[str]]]]:
     # The README's quick start: its two commands exactly (train.py's default model and flags).
     quickstart = [("quickstart_lam0.5", ["--lambda", "0.5"]), ("quickstart_lam0", ["--lambda", "0"])]
     groups = {"quickstart": quickstart, "sweep": [], "protocol": [], "remedies": [], "small_data": [], "online": [], "value_head": [],
-              "frontier": []}
+              "frontier": [], "gail": [], "gail_frontier": [], "gail_controls": []}
     for seed in SEEDS:
         s = ["--seed", str(seed)]
         for lam in LAMBDAS:
             groups["sweep"].append((f"sweep_lam{lam_name(lam)}_s{seed}", common + s + ["--lambda", str(lam)]))
-        base = os.path.join(RUNS, f"sweep_lam0_s{seed}", "ckpt.pt")
+        base = mle_base(seed)
         for lam in (0.0, 0.01, 0.1, 0.5):
             groups["protocol"].append((f"finetune_lam{lam_name(lam)}_s{seed}",
                                        finetune + s + ["--init_from", base, "--lambda", str(lam)]))
@@ -95,6 +104,14 @@ def plan() -> dict[str, list[tuple[str, list[str]]]]:
         for lam in (0.1, 0.5):
             groups["value_head"].append((f"finetune_head_lam{lam_name(lam)}_s{seed}", finetune + s + [
                 "--init_from", base, "--lambda", str(lam), "--value_head"]))
+    # GAIL (gail.py takes the same flags) from the protocol's MLE bases, each variant through all
+    # its seeds; its frontier is evaluated beside MLE -> MLE and the best IQLearn (λ = 0.5 + head).
+    for group, variants in (("gail", GAIL_VARIANTS), ("gail_controls", GAIL_CONTROLS)):
+        groups[group] += [(f"{prefix}_s{seed}", finetune + ["--seed", str(seed), "--init_from", mle_base(seed)] + extra)
+                          for prefix, extra in variants for seed in SEEDS]
+    known = dict([*groups["value_head"], *groups["gail"]])
+    groups["gail_frontier"] += [(f"{prefix}_s{seed}", known[f"{prefix}_s{seed}"]) for prefix in GAIL_FRONTIER
+                                for seed in SEEDS]
     # The frontier compares methods from scratch across sampling temperatures; MLE and the recipe
     # get more seeds, since their difference is the verdict. The order is the order of importance,
     # each method through all its seeds, so that an interrupted group leaves whole comparisons.
@@ -121,6 +138,11 @@ def needs(flags: list[str]) -> str | None:
     return os.path.basename(os.path.dirname(flags[flags.index("--init_from") + 1]))
 
 
+def script(name: str) -> str:
+    """The program that trains a run: gail.py for GAIL's runs, train.py for every other."""
+    return "gail.py" if name.startswith("gail") else "train.py"
+
+
 def train_run(name: str, flags: list[str], all_runs: dict[str, list[str]]) -> dict:
     """Train one run into runs/<name>, unless its checkpoint is already there (an interrupted
     run is resumed; a finished one is a no-op). A run that starts from another run's checkpoint
@@ -133,7 +155,7 @@ def train_run(name: str, flags: list[str], all_runs: dict[str, list[str]]) -> di
     resumed = os.path.exists(os.path.join(out, "ckpt.pt"))
     if resumed:
         flags = ["--resume"] + (["--max_iters", flags[flags.index("--max_iters") + 1]] if "--max_iters" in flags else [])
-    command = ["python", "train.py", *flags, "--out_dir", out]
+    command = ["python", script(name), *flags, "--out_dir", out]
     print(f"== {name}: {' '.join(command)}", flush=True)
     began = time.time()
     with open(os.path.join(RUNS, f"{name}.log"), "a") as log:
@@ -162,7 +184,7 @@ def train_and_evaluate(name: str, flags: list[str], eval_flags: list[str], resul
     with open(os.path.join(kept, result_file), "w") as f:
         f.write(result.stdout)
     write_provenance(name, {**trained, "sample_command": " ".join(command),
-                            "eval_seconds": round(time.time() - began, 1)})
+                            "eval_seconds": round(time.time() - began, 1)}, result_file)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -205,9 +227,16 @@ def machine() -> dict:
             "finished_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
-def write_provenance(name: str, facts: dict) -> None:
-    with open(os.path.join(RESULTS, name, "run.json"), "w") as f:
-        json.dump({"name": name, **facts, **machine()}, f, indent=1, ensure_ascii=False)
+def write_provenance(name: str, facts: dict, result_file: str = "eval.json") -> None:
+    """results/<name>/run.json. A run evaluated a second way (a fine-tuned run's frontier.json
+    beside its eval.json) keeps the first record and gains the second under the result's name."""
+    path = os.path.join(RESULTS, name, "run.json")
+    record = {"name": name, **facts, **machine()}
+    if result_file != "eval.json" and os.path.exists(os.path.join(RESULTS, name, "eval.json")) and os.path.exists(path):
+        with open(path) as f:
+            record = {**json.load(f), result_file: record}
+    with open(path, "w") as f:
+        json.dump(record, f, indent=1, ensure_ascii=False)
         f.write("\n")
 
 
@@ -234,7 +263,7 @@ def backfill_provenance() -> list[str]:
             seconds = [json.loads(line).get("seconds") for line in f if line.strip()]
         added = git("log", "--diff-filter=A", "--format=%H", "--", folder).splitlines()
         facts = {"name": name, "backfilled": True,
-                 "train_command": " ".join(["python", "train.py", *flags[name], "--out_dir", os.path.join(RUNS, name)]),
+                 "train_command": " ".join(["python", script(name), *flags[name], "--out_dir", os.path.join(RUNS, name)]),
                  "train_seconds": UNKNOWN, "train_resumed": UNKNOWN,
                  "sample_command": eval_command(name, result_file),
                  "eval_seconds": seconds[0] if seconds and seconds[0] is not None else UNKNOWN,
@@ -912,6 +941,7 @@ def main() -> None:
                 measure_null_reason(all_runs)
                 continue
             eval_flags, result_file = {"frontier": (FRONTIER_EVAL, "frontier.json"),
+                                       "gail_frontier": (FRONTIER_EVAL, "frontier.json"),
                                        "quickstart": (QUICKSTART_EVAL, "eval.json")}.get(group, (EVAL, "eval.json"))
             with ThreadPoolExecutor(args.jobs) as pool:
                 list(pool.map(lambda job: train_and_evaluate(*job, eval_flags, result_file, all_runs), groups[group]))
