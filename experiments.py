@@ -45,7 +45,8 @@ ENTROPY_COEFS = (0.01, 0.03, 0.1)
 # GAIL (gail.py) from the same MLE bases as the fine-tuning protocol: (run name prefix, flags).
 GAIL_VARIANTS = (("gail_mle1", []), ("gail_shuffled_mle1", ["--shuffle_rewards"]), ("gail_mle0", ["--mle_weight", "0"]))
 GAIL_CONTROLS = (("gail_shuffled_mle0", ["--shuffle_rewards", "--mle_weight", "0"]),)
-GAIL_FRONTIER = ("finetune_lam0", "finetune_head_lam0.5", "gail_mle1")   # MLE -> MLE, -> IQLearn, -> GAIL
+# MLE -> MLE, -> IQLearn (λ = 0.5 + head; the recipe + head), -> GAIL
+GAIL_FRONTIER = ("finetune_lam0", "finetune_head_lam0.5", "gail_mle1", "finetune_head_gamma0.9_lam0.1")
 RUNS, RESULTS = "runs", "results"   # checkpoints (not kept in git); logs and evaluations (kept)
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 LAMBDAS = (0.0, 0.01, 0.1, 0.5, 1.0)
@@ -104,6 +105,8 @@ def plan() -> dict[str, list[tuple[str, list[str]]]]:
         for lam in (0.1, 0.5):
             groups["value_head"].append((f"finetune_head_lam{lam_name(lam)}_s{seed}", finetune + s + [
                 "--init_from", base, "--lambda", str(lam), "--value_head"]))
+        groups["value_head"].append((f"finetune_head_gamma0.9_lam0.1_s{seed}", finetune + s + [
+            "--init_from", base, *recipe, "--value_head"]))
     # GAIL (gail.py takes the same flags) from the protocol's MLE bases, each variant through all
     # its seeds; its frontier is evaluated beside MLE -> MLE and the best IQLearn (λ = 0.5 + head).
     for group, variants in (("gail", GAIL_VARIANTS), ("gail_controls", GAIL_CONTROLS)):
@@ -180,7 +183,10 @@ def train_and_evaluate(name: str, flags: list[str], eval_flags: list[str], resul
     result = subprocess.run([sys.executable, *command[1:]], check=True, capture_output=True, text=True,
                             env=ONE_THREAD)
     os.makedirs(kept, exist_ok=True)
-    shutil.copyfile(os.path.join(out, "log.jsonl"), os.path.join(kept, "log.jsonl"))
+    if os.path.exists(os.path.join(kept, "log.jsonl")):   # evaluated a second way: the kept log stays
+        trained["log_equals_kept"] = same_log(name)["log_equal"]
+    else:
+        shutil.copyfile(os.path.join(out, "log.jsonl"), os.path.join(kept, "log.jsonl"))
     with open(os.path.join(kept, result_file), "w") as f:
         f.write(result.stdout)
     write_provenance(name, {**trained, "sample_command": " ".join(command),
@@ -297,7 +303,7 @@ def evaluations(name: str, result_file: str = "eval.json") -> list[dict] | None:
     if not os.path.exists(path):
         return None
     log = [json.loads(line) for line in open(os.path.join(RESULTS, name, "log.jsonl"))]
-    from_log = {"val_td": log[-1]["val_td"], "val_entropy": log[-1]["val_entropy"],
+    from_log = {"val_td": log[-1].get("val_td"), "val_entropy": log[-1]["val_entropy"],   # GAIL logs no td
                 "curve": {e["iter"]: e.get("accuracy") for e in log},
                 "nll_curve": {e["iter"]: e["val_nll"] for e in log},
                 # per iteration, averaged over the run
@@ -755,6 +761,122 @@ def report_frontier() -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# GAIL against IQLearn in the fine-tuning protocol: accuracy, the shuffled-reward controls, the
+# frontier, and stability (how far each run falls below the MLE model it started from).
+
+GAIL_ROWS = [  # (label, run name without _s<seed>, its colour in the stability figure)
+    ("MLE, then MLE", "finetune_lam0", "black"),
+    ("MLE, then IQLearn λ = 0.5 + head", "finetune_head_lam0.5", "#e6550d"),
+    ("MLE, then the recipe + head", "finetune_head_gamma0.9_lam0.1", "#d62728"),
+    ("MLE, then GAIL", "gail_mle1", "#3182bd"),
+    ("GAIL, shuffled rewards", "gail_shuffled_mle1", "#9ecae1"),
+    ("GAIL without the MLE loss", "gail_mle0", "#756bb1"),
+    ("the same, shuffled rewards", "gail_shuffled_mle0", "#bcbddc"),
+]
+FALL = 0.10   # a run is unstable if its greedy accuracy falls this far below its MLE base's
+
+
+def log_of(name: str) -> list[dict]:
+    return [json.loads(line) for line in open(os.path.join(RESULTS, name, "log.jsonl")) if line.strip()]
+
+
+def base_accuracy(seed: int) -> float:
+    """Greedy accuracy (200 val problems) of the MLE model the protocol's runs of this seed start
+    from: the last evaluation of its from-scratch run."""
+    return log_of(f"sweep_lam0_s{seed}")[-1]["accuracy"]
+
+
+def largest_fall(name: str, seed: int) -> float:
+    """How far the run's greedy accuracy fell below its MLE base at its worst evaluation (< 0: never
+    reached the base's level from above)."""
+    return base_accuracy(seed) - min(e["accuracy"] for e in log_of(name))
+
+
+def gail_report() -> str:
+    with_base = lambda prefix: [s for s in seeds_of(prefix)
+                                if os.path.exists(os.path.join(RESULTS, f"sweep_lam0_s{s}", "log.jsonl"))]
+    rows = [(label, prefix) for label, prefix, _ in GAIL_ROWS]
+    text = ["At temperature 1 (200 val problems, 5 samples each):\n",
+            table(rows, ("accuracy_greedy", "accuracy_beam", "accuracy_sample", "self_bleu", "nll")),
+            "\nPaired by seed (does the discriminator matter, and does GAIL beat the others):\n",
+            paired_table([("GAIL − MLE, then MLE", "gail_mle1", "finetune_lam0"),
+                          ("GAIL − IQLearn λ = 0.5 + head", "gail_mle1", "finetune_head_lam0.5"),
+                          ("GAIL − its shuffled control", "gail_mle1", "gail_shuffled_mle1"),
+                          ("GAIL without MLE − its shuffled control", "gail_mle0", "gail_shuffled_mle0")],
+                         ("accuracy_greedy", "accuracy_beam", "accuracy_sample", "self_bleu", "nll")),
+            "\nThe discriminator's accuracy on expert vs policy tokens over training (0.5 = chance), mean over seeds:\n"]
+    gail_runs = [(label, prefix) for label, prefix, _ in GAIL_ROWS if prefix.startswith("gail")]
+    iters = sorted({e["iter"] for _, p in gail_runs for s in seeds_of(p) for e in log_of(f"{p}_s{s}")})
+    lines = ["| run | " + " | ".join(f"iter {i}" for i in iters) + " |", "|---" * (len(iters) + 1) + "|"]
+    for label, prefix in gail_runs:
+        logs = [{e["iter"]: e["disc_accuracy"] for e in log_of(f"{prefix}_s{s}")} for s in seeds_of(prefix)]
+        if logs:
+            lines.append(f"| {label} ({len(logs)} seeds) | "
+                         + " | ".join(mean_se([log.get(i) for log in logs]) for i in iters) + " |")
+    text += ["\n".join(lines), f"\nStability: the largest fall of greedy accuracy below the run's MLE base "
+             f"(200 val problems, at any of its evaluations), per seed, and the runs that fell more than {FALL:.2f}:\n",
+             "| run | largest fall, per seed | mean ± s.e. | runs that fell > " + f"{FALL:.2f} |", "|---|---|---|---|"]
+    for label, prefix in rows:
+        falls = {s: largest_fall(f"{prefix}_s{s}", s) for s in with_base(prefix)}
+        if falls:
+            text.append(f"| {label} | " + ", ".join(f"s{s}: {signed(f)}" for s, f in falls.items())
+                        + f" | {mean_se(list(falls.values()))} | {sum(f > FALL for f in falls.values())} of {len(falls)} |")
+    levels = " | ".join(f"Self-BLEU {x:g}" for x in MATCHED_SELF_BLEU)
+    text += ["\nThe frontier (300 val problems at temperatures " + TEMPERATURES + "): sampled accuracy at matched "
+             "Self-BLEU, paired by seed (claim: the first is more accurate):\n",
+             "| paired difference | " + levels + " |", "|---" * (len(MATCHED_SELF_BLEU) + 1) + "|"]
+    text += [matched_row(label, a, b) for label, a, b in
+             (("GAIL − MLE, then MLE", "gail_mle1", "finetune_lam0"),
+              ("IQLearn λ = 0.5 + head − MLE, then MLE", "finetune_head_lam0.5", "finetune_lam0"),
+              ("GAIL − IQLearn λ = 0.5 + head", "gail_mle1", "finetune_head_lam0.5"))
+             if frontier_curves(a) and frontier_curves(b)]
+    return "\n".join(text)
+
+
+def plot_gail(folder: str = "figures") -> str:
+    """figures/gail_stability.png: each method's greedy accuracy over fine-tuning, one line per seed,
+    from its MLE base (iteration 0), with the line FALL below the base; and the discriminator's accuracy."""
+    import matplotlib.pyplot as plt
+    shown = [(label, prefix, colour) for label, prefix, colour in GAIL_ROWS if seeds_of(prefix)]
+    fig, axes = plt.subplots(1, len(shown) + 1, figsize=(3.1 * (len(shown) + 1), 4), sharey=True)
+    styles = {1: "-", 2: "--", 3: ":", 4: "-."}
+    for ax, (label, prefix, colour) in zip(axes, shown):
+        falls = 0
+        for s in seeds_of(prefix):
+            log = log_of(f"{prefix}_s{s}")
+            base = base_accuracy(s)
+            ax.plot([0] + [e["iter"] for e in log], [base] + [e["accuracy"] for e in log], styles.get(s, "-"),
+                    marker="o", markersize=3, color=colour, label=f"seed {s}")
+            ax.axhline(base - FALL, color=colour, lw=0.6, ls=styles.get(s, "-"), alpha=0.5)
+            falls += largest_fall(f"{prefix}_s{s}", s) > FALL
+        ax.set_title(f"{label}\n{falls} of {len(seeds_of(prefix))} fell > {FALL * 100:.0f} points", fontsize=9)
+        ax.set_xlabel("fine-tuning iteration (0 = MLE base)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    axes[0].set_ylabel("greedy accuracy (200 val problems)")
+    disc = axes[-1]
+    for label, prefix, colour in shown:
+        if prefix.startswith("gail"):
+            for s in seeds_of(prefix):
+                log = log_of(f"{prefix}_s{s}")
+                disc.plot([e["iter"] for e in log], [e["disc_accuracy"] for e in log], styles.get(s, "-"), marker="o",
+                          markersize=3, color=colour, label=label if s == seeds_of(prefix)[0] else None)
+    disc.axhline(0.5, color="black", lw=0.8)
+    disc.set_title("GAIL's discriminator:\naccuracy on expert vs policy tokens", fontsize=9)
+    disc.set_xlabel("fine-tuning iteration")
+    disc.tick_params(labelleft=True)
+    disc.grid(alpha=0.3)
+    disc.legend(fontsize=7, loc="lower left")
+    fig.text(0.5, 0.01, f"Thin horizontal lines: each seed's MLE base minus {FALL * 100:.0f} points (the instability "
+             "threshold). The discriminator panel shares the y axis: 0.5 is chance.", ha="center", fontsize=8)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    path = os.path.join(folder, "gail_stability.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
 # The reason for the null, measured: is the recipe's policy an MLE policy at another temperature?
 # On the val expert responses' action positions, the mean per-token KL(π_method ‖ softmax(z_MLE / T))
 # minimised over a grid of T, against the same quantity between two MLE seeds (the noise floor).
@@ -947,14 +1069,16 @@ def main() -> None:
                 list(pool.map(lambda job: train_and_evaluate(*job, eval_flags, result_file, all_runs), groups[group]))
     if "quickstart" in chosen:
         print(quickstart_table() + "\n")
-    if set(chosen) - {"frontier", "value_head", "quickstart", "null_reason"}:
+    if set(chosen) - {"frontier", "value_head", "quickstart", "null_reason", "gail", "gail_frontier", "gail_controls"}:
         report()
     if set(chosen) & {"frontier", "value_head"}:
         report_frontier()
     if "null_reason" in chosen:
         print(null_reason_report())
+    if set(chosen) & {"gail", "gail_frontier", "gail_controls"}:
+        print("### GAIL against IQLearn: MLE, then 400 iterations of fine-tuning\n\n" + gail_report())
     if args.plot:
-        print("\n".join(f"wrote {path}" for path in plot_figures()))
+        print("\n".join(f"wrote {path}" for path in [*plot_figures(), plot_gail()]))
 
 
 if __name__ == "__main__":

@@ -217,3 +217,48 @@ def test_machine_names_the_changed_files_whole(monkeypatch):
     monkeypatch.setattr(experiments, "git", lambda *args: answers[args[0]])
     facts = experiments.machine()
     assert facts["uncommitted_changes"] == ["experiments.py", "train.py"] and facts["commit"] == "0" * 40
+
+
+# ----------------------------------------------------------------------------------------------
+# GAIL in the fine-tuning protocol
+
+def test_gail_runs_are_gail_py_runs_from_the_protocols_mle_bases():
+    import gail
+    from runtime import parse_config
+    groups = experiments.plan()
+    for name, flags in groups["gail"] + groups["gail_controls"]:
+        seed = name.rsplit("_s", 1)[1]
+        assert experiments.script(name) == "gail.py" and experiments.needs(flags) == f"sweep_lam0_s{seed}"
+        c, _ = parse_config(gail.GailConfig, flags, "gail.py", "")   # every flag is gail.py's own
+        assert c.shuffle_rewards == ("shuffled" in name) and c.mle_weight == (0.0 if "mle0" in name else 1.0)
+    # the frontier's fine-tuned runs are the protocol's own, trained by train.py with the same flags
+    frontier = dict(groups["gail_frontier"])
+    assert frontier["finetune_lam0_s2"] == dict(groups["value_head"])["finetune_lam0_s2"]
+    assert experiments.script("finetune_lam0_s2") == "train.py"
+
+
+def test_stability_is_the_largest_fall_below_the_mle_base(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiments, "RESULTS", str(tmp_path))
+    for name, accuracies in (("sweep_lam0_s1", [0.3, 0.6]), ("sweep_lam0_s2", [0.5, 0.5]),
+                             ("gail_mle0_s1", [0.55, 0.45, 0.62]), ("gail_mle0_s2", [0.52, 0.51, 0.5])):
+        fake_run(tmp_path, name, {}, td=tuple(range(len(accuracies))))
+        log = [{"iter": 100 * (i + 1), "val_nll": 1.0, "val_entropy": 0.3, "accuracy": a, "disc_accuracy": 0.5,
+                "update_ms": 1.0, "sample_ms": 1.0} for i, a in enumerate(accuracies)]
+        (tmp_path / name / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in log))
+    # base: the from-scratch run's last evaluation (0.6); the worst evaluation 0.45 is 0.15 below it
+    assert experiments.largest_fall("gail_mle0_s1", 1) == pytest.approx(0.15)
+    assert experiments.largest_fall("gail_mle0_s2", 2) == pytest.approx(0.0)   # 0.5 - 0.5: never fell
+    row = next(line for line in experiments.gail_report().splitlines()
+               if line.startswith("| GAIL without the MLE") and "s1:" in line)   # the stability table's row
+    assert row.endswith("| 1 of 2 |") and "s1: +0.150, s2: +0.000" in row
+
+
+def test_a_second_evaluation_keeps_the_first_runs_provenance(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiments, "RESULTS", str(tmp_path))
+    fake_run(tmp_path, "finetune_lam0_s1", {})
+    experiments.write_provenance("finetune_lam0_s1", {"sample_command": "first"})
+    experiments.write_provenance("finetune_lam0_s1", {"sample_command": "frontier", "log_equals_kept": True},
+                                 "frontier.json")
+    facts = json.loads((tmp_path / "finetune_lam0_s1" / "run.json").read_text())
+    assert facts["sample_command"] == "first"
+    assert facts["frontier.json"]["sample_command"] == "frontier" and facts["frontier.json"]["log_equals_kept"]
