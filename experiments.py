@@ -838,7 +838,11 @@ def plot_gail(folder: str = "figures") -> str:
     from its MLE base (iteration 0), with the line FALL below the base; and the discriminator's accuracy."""
     import matplotlib.pyplot as plt
     shown = [(label, prefix, colour) for label, prefix, colour in GAIL_ROWS if seeds_of(prefix)]
-    fig, axes = plt.subplots(1, len(shown) + 1, figsize=(3.1 * (len(shown) + 1), 4), sharey=True)
+    columns = math.ceil((len(shown) + 1) / 2)
+    fig, grid = plt.subplots(2, columns, figsize=(3.6 * columns, 7.6), sharey=True, squeeze=False)
+    axes = list(grid.flat)
+    for ax in axes[len(shown) + 1:]:
+        ax.set_visible(False)
     styles = {1: "-", 2: "--", 3: ":", 4: "-."}
     for ax, (label, prefix, colour) in zip(axes, shown):
         falls = 0
@@ -853,8 +857,9 @@ def plot_gail(folder: str = "figures") -> str:
         ax.set_xlabel("fine-tuning iteration (0 = MLE base)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower left")
-    axes[0].set_ylabel("greedy accuracy (200 val problems)")
-    disc = axes[-1]
+    for row in grid:
+        row[0].set_ylabel("greedy accuracy (200 val problems)")
+    disc = axes[len(shown)]
     for label, prefix, colour in shown:
         if prefix.startswith("gail"):
             for s in seeds_of(prefix):
@@ -869,7 +874,7 @@ def plot_gail(folder: str = "figures") -> str:
     disc.legend(fontsize=7, loc="lower left")
     fig.text(0.5, 0.01, f"Thin horizontal lines: each seed's MLE base minus {FALL * 100:.0f} points (the instability "
              "threshold). The discriminator panel shares the y axis: 0.5 is chance.", ha="center", fontsize=8)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
     path = os.path.join(folder, "gail_stability.png")
     fig.savefig(path, dpi=110)
     plt.close(fig)
