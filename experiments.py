@@ -156,16 +156,17 @@ def train_run(name: str, flags: list[str], all_runs: dict[str, list[str]]) -> di
     if base and not os.path.exists(os.path.join(RUNS, base, "ckpt.pt")):
         train_run(base, all_runs[base], all_runs)
     resumed = os.path.exists(os.path.join(out, "ckpt.pt"))
-    if resumed:
-        flags = ["--resume"] + (["--max_iters", flags[flags.index("--max_iters") + 1]] if "--max_iters" in flags else [])
-    command = ["python", script(name), *flags, "--out_dir", out]
+    planned = command = ["python", script(name), *flags, "--out_dir", out]
+    if resumed:   # the checkpoint holds the flags; only how far to train is given again
+        length = ["--max_iters", flags[flags.index("--max_iters") + 1]] if "--max_iters" in flags else []
+        command = ["python", script(name), "--resume", *length, "--out_dir", out]
     print(f"== {name}: {' '.join(command)}", flush=True)
     began = time.time()
     with open(os.path.join(RUNS, f"{name}.log"), "a") as log:
         subprocess.run([sys.executable, *command[1:]], check=True, env=ONE_THREAD, stdout=log,
                        stderr=subprocess.STDOUT)
-    return {"train_command": " ".join(command), "train_seconds": round(time.time() - began, 1),
-            "train_resumed": resumed}
+    return {"train_command": " ".join(planned), "train_seconds": round(time.time() - began, 1),
+            "train_resumed": resumed, **({"resumed_with": " ".join(command)} if resumed else {})}
 
 
 def train_and_evaluate(name: str, flags: list[str], eval_flags: list[str], result_file: str,

@@ -262,3 +262,20 @@ def test_a_second_evaluation_keeps_the_first_runs_provenance(tmp_path, monkeypat
     facts = json.loads((tmp_path / "finetune_lam0_s1" / "run.json").read_text())
     assert facts["sample_command"] == "first"
     assert facts["frontier.json"]["sample_command"] == "frontier" and facts["frontier.json"]["log_equals_kept"]
+
+
+def test_a_resumed_run_records_the_planned_command_and_the_one_that_resumed_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiments, "RUNS", str(tmp_path))
+    ran = []
+    monkeypatch.setattr(experiments.subprocess, "run", lambda command, **kw: ran.append(command[1:]))
+    flags = ["--max_iters", "400", "--seed", "2", "--mle_weight", "0"]
+    fresh = experiments.train_run("gail_mle0_s2", flags, {})
+    assert ran[-1] == ["gail.py", *flags, "--out_dir", str(tmp_path / "gail_mle0_s2")]
+    assert fresh["train_command"] == "python " + " ".join(ran[-1]) and fresh["train_resumed"] is False
+    assert "resumed_with" not in fresh
+    (tmp_path / "gail_mle0_s2" / "ckpt.pt").parent.mkdir()
+    (tmp_path / "gail_mle0_s2" / "ckpt.pt").write_bytes(b"")
+    resumed = experiments.train_run("gail_mle0_s2", flags, {})
+    assert ran[-1] == ["gail.py", "--resume", "--max_iters", "400", "--out_dir", str(tmp_path / "gail_mle0_s2")]
+    assert resumed["train_command"] == fresh["train_command"] and resumed["train_resumed"] is True
+    assert resumed["resumed_with"] == "python " + " ".join(ran[-1])
