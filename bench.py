@@ -1,4 +1,4 @@
-"""Benchmark: does an offline IQLearn update cost what an MLE update costs?
+"""Benchmark: does an offline IQLearn update cost what an MLE update costs? And a GAIL iteration?
 
 One model, one random batch, full training steps (forward, loss, backward, AdamW step) with two
 losses, interleaved so that whatever else the machine does slows both alike:
@@ -9,15 +9,22 @@ on paper), MFU on CUDA, and IQLearn/MLE ratios.
 The paper measured +3.7% (T5-base, 196 vs 189 ms); the loss touches the largest tensor of the
 model, the [B, T, V] logits, so a careless one shows up here in time and in memory.
 
+--algorithms times whole training iterations instead, from an MLE checkpoint (--init_from) on the task
+and batch size of the run that made it, interleaved the same way: train.py's at lambda 0 (MLE) and at
+--lam (offline IQLearn), and gail.py's (sampling, discriminator step, rewards, policy step), each
+built by its script's setup(). Reported: median ms/iteration, GAIL's parts, the ratios to MLE.
+
     python bench.py                          # GPT-2 vocabulary, small body: the loss matters
     python bench.py --default_config         # train.py's default run on this device
     python bench.py --n_layer=12 --n_head=12 --n_embd=768 --block_size=1024 --batch_size=16 --compile
     python bench.py --gpt2 gpt2 --block_size 512 --batch_size 2 --steps 3   # GPT-2 small's shape
     python bench.py --memory_table --batch_size 8 --block_size 512  # each GPT-2 size, on paper
+    python bench.py --algorithms --init_from out_mle/ckpt.pt      # MLE vs IQLearn vs GAIL iterations
 """
 
 import argparse
 import copy
+import functools
 import itertools
 import json
 import os
@@ -25,6 +32,7 @@ import statistics
 import sys
 import time
 from contextlib import contextmanager, nullcontext
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -34,13 +42,16 @@ from iqlearn import check_coefficients, iqlearn_loss
 from data import Batches, collate, load_dataset
 from gpt2 import GPT2_SIZES, GPT2_VOCAB
 from model import GPT, GPTConfig
-from runtime import Parser, param_counts, pick_device, pick_dtype, step_memory
+from runtime import CheckpointError, Parser, load_checkpoint, param_counts, pick_device, pick_dtype, step_memory
 
 
 # Dense bf16 (= fp16) tensor-core peak FLOP/s, matched on torch.cuda.get_device_name(), first
 # match wins. A float32 run is measured against the same peak, as nanoGPT does.
 PEAK_FLOPS = [("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("A100", 312e12)]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# What --algorithms takes from its checkpoint's run instead (the model, batch and data), or has no use for.
+NOT_WITH_ALGORITHMS = ["n_layer", "n_head", "n_embd", "block_size", "batch_size", "vocab_size", "gpt2",
+                       "memory_table", "compile", "peak_flops", "default_config"]
 
 
 def train_defaults() -> dict:
@@ -81,8 +92,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--default_config", action="store_true",
                    help="bench train.py's default run: its model, batch, lambda, vocabulary and mean "
                         "padded length (replace the sizes and --lam)")
+    p.add_argument("--algorithms", action="store_true",
+                   help="time whole iterations of MLE, offline IQLearn (--lam) and GAIL from --init_from")
+    p.add_argument("--init_from", default=None,
+                   help="--algorithms: an MLE checkpoint (train.py's ckpt.pt); its run sets model, batch, data")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
+    check_algorithms_flags(p, args)
     args.seq_len = args.block_size
     if args.default_config:
         vars(args).update(train_defaults())
@@ -108,6 +124,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(str(e))
     args.dtype = str(pick_dtype(args.dtype, args.device)).removeprefix("torch.")
     return args
+
+
+def check_algorithms_flags(p: Parser, args: argparse.Namespace) -> None:
+    """--algorithms and --init_from go together, and the flags the checkpoint's run replaces are not
+    given with them; the checkpoint is loaded here (args.source), so a bad one is one line too."""
+    if args.algorithms != (args.init_from is not None):
+        p.error("--algorithms and --init_from go together: --algorithms --init_from out_mle/ckpt.pt")
+    if not args.algorithms:
+        return
+    given = [f"--{name}" for name in NOT_WITH_ALGORITHMS if getattr(args, name) != p.get_default(name)]
+    if given:
+        p.error(f"{', '.join(given)}: not with --algorithms (the checkpoint's run sets the model, batch and data)")
+    try:
+        args.source = load_checkpoint(args.init_from)
+    except CheckpointError as e:
+        p.error(f"--init_from: {e}")
 
 
 def make_batch(args: argparse.Namespace, device: str
@@ -226,15 +258,15 @@ def make_contenders(base: GPT, args: argparse.Namespace) -> dict[str, dict]:
     return contenders
 
 
-def time_interleaved(contenders: dict[str, dict], batch, args: argparse.Namespace) -> dict[str, list]:
-    """Seconds per step of each run, alternating contenders step by step (and which goes first), so a
-    busy neighbour or a clock change slows both alike."""
-    times = {name: [] for name in contenders}
+def time_interleaved(steps: dict[str, Callable[[], object]], args: argparse.Namespace) -> dict[str, list]:
+    """Seconds per step of each contender (a function taking one step), alternating contenders step by
+    step (and their order), so a busy neighbour or a clock change slows all alike."""
+    times = {name: [] for name in steps}
     for i in range(args.warmup + args.steps):
-        for name in (list(contenders) if i % 2 == 0 else list(contenders)[::-1]):
+        for name in (list(steps) if i % 2 == 0 else list(steps)[::-1]):
             sync(args.device)
             t0 = time.perf_counter()
-            train_step(contenders[name], batch, args)
+            steps[name]()
             sync(args.device)
             if i >= args.warmup:
                 times[name].append(time.perf_counter() - t0)
@@ -253,16 +285,15 @@ def benchmark(args: argparse.Namespace) -> dict:
     base = GPT(config)
     contenders = make_contenders(base.to(args.device), args)
     batch = make_batch(args, args.device)
-    times = time_interleaved(contenders, batch, args)
+    times = time_interleaved({name: functools.partial(train_step, contender, batch, args)
+                              for name, contender in contenders.items()}, args)
     # Memory after timing: the CPU profiler slows the step it watches.
     memory = {name: peak_step_memory(contender, batch, args) for name, contender in contenders.items()}
 
     tokens = args.batch_size * args.seq_len
     peak, per_token = peak_flops(args), flops_per_token(base, args)
     result = dict(
-        device=args.device, torch=torch.__version__, threads=torch.get_num_threads(),
-        device_name=torch.cuda.get_device_name() if args.device == "cuda" else args.device,
-        dtype=args.dtype, compile=args.compile, default_config=args.default_config,
+        **machine(args), compile=args.compile, default_config=args.default_config,
         config={k: getattr(args, k) for k in ["gpt2", "n_layer", "n_head", "n_embd", "vocab_size",
                                               "block_size", "batch_size", "seq_len", "lam"]},
         steps=args.steps, warmup=args.warmup, peak_flops=peak)
@@ -282,10 +313,21 @@ def benchmark(args: argparse.Namespace) -> dict:
     return result
 
 
+def machine(args: argparse.Namespace) -> dict:
+    """Where a benchmark ran: device and its name, torch, CPU threads, autocast dtype."""
+    return dict(device=args.device, torch=torch.__version__, threads=torch.get_num_threads(),
+                device_name=torch.cuda.get_device_name() if args.device == "cuda" else args.device,
+                dtype=args.dtype)
+
+
+def machine_line(r: dict) -> str:
+    """machine()'s fields as a report's first line."""
+    return f"{r['device_name']} ({r['threads']} threads), torch {r['torch']}, {r['dtype']}"
+
+
 def print_report(r: dict) -> None:
     c = r["config"]
-    print(f"{r['device_name']} ({r['threads']} threads), torch {r['torch']}, {r['dtype']}, "
-          f"compile {r['compile']}{', train.py defaults' if r['default_config'] else ''}")
+    print(f"{machine_line(r)}, compile {r['compile']}{', train.py defaults' if r['default_config'] else ''}")
     print(f"model {c['gpt2'] + ' ' if c['gpt2'] else ''}{c['n_layer']}x{c['n_embd']} ({c['n_head']} heads), vocab {c['vocab_size']}, "
           f"block {c['block_size']}; batch {c['batch_size']}x{c['seq_len']} tokens; lam {c['lam']}; "
           f"median of {r['steps']} steps after {r['warmup']} warm-up")
@@ -325,6 +367,72 @@ def print_memory_table(rows: list[dict], batch_size: int, block_size: int) -> No
               f"{r['peak_float32'] / gib:10.1f}")
 
 
+# ----------------------------------------------------------------------------------------------
+# --algorithms: whole iterations of train.py (MLE, IQLearn) and gail.py, from one checkpoint
+
+class NoStopSignals:
+    """train.train_step's stop check, for one process that leaves signals alone: Ctrl-C stays
+    Python's KeyboardInterrupt here, as in the rest of this benchmark."""
+
+    def agree(self, non_finite: bool, device: str, world: int) -> tuple[bool, int]:
+        return non_finite, 0
+
+
+def run_config(config_class: type, fixed: tuple[str, ...], args: argparse.Namespace, **overrides):
+    """config_class's defaults, with what the checkpoint's run fixed (`fixed`: the script's
+    FIXED_FIELDS, model shape and data) and its batch size, on this benchmark's device and dtype,
+    with no greedy-accuracy problems to prepare (nothing is evaluated)."""
+    saved = {k: v for k, v in args.source["config"].items() if k in (*fixed, "batch_size")}
+    return config_class(**saved, eval_problems=0, device=args.device, dtype=args.dtype, **overrides)
+
+
+def algorithm_steps(args: argparse.Namespace) -> tuple[dict[str, Callable[[], object]], list[dict], object]:
+    """One training iteration of each algorithm, each on its own copy of the checkpoint's model as its
+    script's setup() builds it; the list GAIL's iterations append their statistics to (the timings of
+    their parts); and GAIL's configuration."""
+    import gail  # scripts; only --algorithms needs them
+    import train
+    steps, gail_stats = {}, []
+    for name, lam in [("mle", 0.0), ("iqlearn", args.lam)]:
+        run, state = train.setup(run_config(train.TrainConfig, train.FIXED_FIELDS, args, lam=lam), None,
+                                 args.source, 0, 1, args.device)
+        steps[name] = functools.partial(train.train_step, run, state, NoStopSignals())
+    gail_run = gail.setup(run_config(gail.GailConfig, gail.FIXED_FIELDS, args), None, args.source, args.device)
+    steps["gail"] = lambda: gail_stats.append(gail.train_step(gail_run))
+    return steps, gail_stats, gail_run.config
+
+
+def algorithms_benchmark(args: argparse.Namespace) -> dict:
+    """Median ms per iteration of MLE, IQLearn and GAIL, interleaved; GAIL's parts; the ratios to MLE."""
+    steps, gail_stats, gail_config = algorithm_steps(args)
+    times = time_interleaved(steps, args)
+    shape = {k: args.source["model_args"][k] for k in ["n_layer", "n_head", "n_embd", "vocab_size", "block_size"]}
+    result = dict(**machine(args), init_from=args.init_from, steps=args.steps, warmup=args.warmup,
+                  config={**shape, "batch_size": gail_config.batch_size, "lam": args.lam,
+                          "disc_steps": gail_config.disc_steps})
+    for name in steps:
+        result[f"{name}_ms"] = 1e3 * statistics.median(times[name])
+    for part in ["sample", "disc", "policy"]:
+        result[f"gail_{part}_ms"] = 1e3 * statistics.median(s[f"{part}_s"] for s in gail_stats[args.warmup:])
+    for name in ["iqlearn", "gail"]:
+        result[f"{name}_ratio"] = result[f"{name}_ms"] / result["mle_ms"]
+    return result
+
+
+def print_algorithms_report(r: dict) -> None:
+    """algorithms_benchmark's result as a table: ms/iteration and the ratio to MLE, then GAIL's parts."""
+    c = r["config"]
+    print(machine_line(r))
+    print(f"whole iterations from {r['init_from']}: model {c['n_layer']}x{c['n_embd']} ({c['n_head']} heads), "
+          f"vocab {c['vocab_size']}, block {c['block_size']}; batch {c['batch_size']}; IQLearn lam {c['lam']}; "
+          f"GAIL {c['disc_steps']} discriminator step(s); median of {r['steps']} after {r['warmup']} warm-up")
+    print(f"{'':8} {'ms/iter':>9} {'vs MLE':>7}")
+    for label, name in [("MLE", "mle"), ("IQLearn", "iqlearn"), ("GAIL", "gail")]:
+        print(f"{label:8} {r[f'{name}_ms']:9.1f} {r[f'{name}_ms'] / r['mle_ms']:7.2f}")
+    print(f"GAIL's parts (medians, ms): sampling {r['gail_sample_ms']:.0f}, discriminator step(s) and rewards "
+          f"{r['gail_disc_ms']:.0f}, policy step {r['gail_policy_ms']:.0f}")
+
+
 if __name__ == "__main__":
     args = parse_args()
     if args.memory_table:
@@ -334,8 +442,8 @@ if __name__ == "__main__":
         else:
             print_memory_table(rows, args.batch_size, args.block_size)
         sys.exit(0)
-    result = benchmark(args)
+    result = algorithms_benchmark(args) if args.algorithms else benchmark(args)
     if args.json:
         print(json.dumps(result))
     else:
-        print_report(result)
+        (print_algorithms_report if args.algorithms else print_report)(result)

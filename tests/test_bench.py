@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from bench import make_batch, make_contenders, model_config, parse_args, peak_step_memory, train_step
+from bench import (algorithms_benchmark, make_batch, make_contenders, model_config, parse_args, peak_step_memory,
+                   print_algorithms_report, train_step)
 from model import GPT
 from runtime import step_memory
+from test_gail import mle_base  # noqa: F401  (the fixture: a tiny MLE checkpoint of train.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--batch_size=2",
@@ -62,3 +64,28 @@ def test_gpt2_memory_table_lists_every_size_and_grows_with_it():
     assert 124e6 < rows[0]["params"] < 125e6   # GPT-2 small: 124M with the position table cropped to 512
     assert all(a["peak"] < b["peak"] for a, b in zip(rows, rows[1:]))
     assert all(r["peak"] < r["peak_float32"] for r in rows)
+
+
+def test_algorithms_times_whole_iterations_of_mle_iqlearn_and_gail(mle_base, capsys):
+    args = parse_args(["--algorithms", "--init_from", str(mle_base), "--steps=1", "--warmup=0", "--device=cpu"])
+    r = algorithms_benchmark(args)
+    for key in ["mle_ms", "iqlearn_ms", "gail_ms", "gail_sample_ms", "gail_disc_ms", "gail_policy_ms",
+                "iqlearn_ratio", "gail_ratio"]:
+        assert isinstance(r[key], float) and r[key] > 0, key
+    assert r["gail_ratio"] == pytest.approx(r["gail_ms"] / r["mle_ms"])
+    assert r["config"]["batch_size"] == 8 and r["config"]["n_embd"] == 32  # the checkpoint's run's
+    print_algorithms_report(r)
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[3:6]] == ["MLE", "IQLearn", "GAIL"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--algorithms"], "go together"),
+    (["--init_from", "ckpt.pt"], "go together"),
+    (["--algorithms", "--init_from", "ckpt.pt", "--n_embd=64", "--compile"], "--n_embd, --compile: not with"),
+    (["--algorithms", "--init_from", "no/such/ckpt.pt"], "no checkpoint at no/such/ckpt.pt"),
+])
+def test_bad_algorithms_flags_are_one_line_and_exit_2(flags, message, capsys):
+    with pytest.raises(SystemExit) as raised:
+        parse_args(flags)
+    err = capsys.readouterr().err
+    assert raised.value.code == 2 and message in err and err.strip().count("\n") == 0
