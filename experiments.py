@@ -544,14 +544,18 @@ def matched_row(label: str, prefix: str, baseline: str) -> str:
     return f"| {label} | " + " | ".join(cells) + " |"
 
 
-def frontier_tables() -> str:
+def frontier_tables(methods: list[tuple[str, str, str]] = FRONTIER_METHODS, baseline: str = "sweep_lam0",
+                    extra: list[tuple[str, str, str]] = MATCHED_EXTRA) -> str:
+    """Sampled accuracy and Self-BLEU per temperature of each method (label, run name, colour), and
+    the verdict at matched Self-BLEU: each method − baseline, and the `extra` pairs."""
     temperatures = [float(t) for t in TEMPERATURES.split(",")]
     header = " | ".join(f"T = {t:g}" for t in temperatures)
     acc = ["| method | " + header + " |", "|---" * (len(temperatures) + 1) + "|"]
     bleu = list(acc)
     levels = " | ".join(f"Self-BLEU {x:g}" for x in MATCHED_SELF_BLEU)
-    verdict = ["| method − MLE, same seed | " + levels + " |", "|---" * (len(MATCHED_SELF_BLEU) + 1) + "|"]
-    for label, prefix, _ in FRONTIER_METHODS:
+    verdict = [f"| method − {next(label for label, p, _ in methods if p == baseline)}, same seed | " + levels + " |",
+               "|---" * (len(MATCHED_SELF_BLEU) + 1) + "|"]
+    for label, prefix, _ in methods:
         curves = frontier_curves(prefix)
         if not curves:
             continue
@@ -559,16 +563,16 @@ def frontier_tables() -> str:
         name = f"{label} ({len(curves)} seeds)"
         acc.append(f"| {name} | " + " | ".join(at("accuracy_sample", t) for t in temperatures) + " |")
         bleu.append(f"| {name} | " + " | ".join(at("self_bleu", t) for t in temperatures) + " |")
-        if prefix != "sweep_lam0":
-            verdict.append(matched_row(label, prefix, "sweep_lam0"))
-    extra = ["| paired difference | " + levels + " |", verdict[1]]
-    extra += [matched_row(*row) for row in MATCHED_EXTRA if frontier_curves(row[1]) and frontier_curves(row[2])]
+        if prefix != baseline:
+            verdict.append(matched_row(label, prefix, baseline))
+    between = ["| paired difference | " + levels + " |", verdict[1]]
+    between += [matched_row(*row) for row in extra if frontier_curves(row[1]) and frontier_curves(row[2])]
     return ("Sampled accuracy:\n\n" + "\n".join(acc) + "\n\nSelf-BLEU (lower = more diverse):\n\n"
             + "\n".join(bleu) + "\n\nSampled accuracy at matched Self-BLEU, paired difference to MLE of the same "
             "seed: mean ± s.e. [95% t interval] over the n seeds whose curves both reach the level, and what "
             "the interval says of the claim \"the method is more accurate than MLE\" (the rule below):\n\n"
             + "\n".join(verdict) + "\n\nThe same between two methods (claim: the first is more accurate):\n\n"
-            + "\n".join(extra) + "\n\nThe rule: " + CLAIM_RULE)
+            + "\n".join(between) + "\n\nThe rule: " + CLAIM_RULE)
 
 
 CLAIM_SIGN = {"self_bleu": -1, "self_bleu_correct": -1, "nll": -1}   # lower is better: the claim is < 0
@@ -775,6 +779,18 @@ GAIL_ROWS = [  # (label, run name without _s<seed>, its colour in the stability 
     ("the same, shuffled rewards", "gail_shuffled_mle0", "#bcbddc"),
 ]
 FALL = 0.10   # a run is unstable if its greedy accuracy falls this far below its MLE base's
+# The paired comparisons: (label, first, second), names without _s<seed>.
+GAIL_PAIRED = [("GAIL − MLE, then MLE", "gail_mle1", "finetune_lam0"),
+               ("GAIL − the recipe + head", "gail_mle1", "finetune_head_gamma0.9_lam0.1"),
+               ("GAIL − IQLearn λ = 0.5 + head", "gail_mle1", "finetune_head_lam0.5"),
+               ("GAIL − its shuffled control", "gail_mle1", "gail_shuffled_mle1"),
+               ("GAIL without MLE − its shuffled control", "gail_mle0", "gail_shuffled_mle0")]
+STABILITY_PAIRS = [("the recipe + head vs GAIL", "finetune_head_gamma0.9_lam0.1", "gail_mle1"),
+                   ("IQLearn λ = 0.5 + head vs GAIL", "finetune_head_lam0.5", "gail_mle1"),
+                   ("the recipe + head vs GAIL without the MLE loss", "finetune_head_gamma0.9_lam0.1", "gail_mle0"),
+                   ("GAIL vs GAIL without the MLE loss", "gail_mle1", "gail_mle0")]
+GAIL_MATCHED = [("GAIL − the recipe + head", "gail_mle1", "finetune_head_gamma0.9_lam0.1"),
+                ("GAIL − IQLearn λ = 0.5 + head", "gail_mle1", "finetune_head_lam0.5")]
 
 
 def log_of(name: str) -> list[dict]:
@@ -788,8 +804,8 @@ def base_accuracy(seed: int) -> float:
 
 
 def largest_fall(name: str, seed: int) -> float:
-    """How far the run's greedy accuracy fell below its MLE base at its worst evaluation (< 0: never
-    reached the base's level from above)."""
+    """How far the run's greedy accuracy fell below its MLE base at its worst evaluation (negative:
+    it stayed above the base at every evaluation)."""
     return base_accuracy(seed) - min(e["accuracy"] for e in log_of(name))
 
 
@@ -800,11 +816,7 @@ def gail_report() -> str:
     text = ["At temperature 1 (200 val problems, 5 samples each):\n",
             table(rows, ("accuracy_greedy", "accuracy_beam", "accuracy_sample", "self_bleu", "nll")),
             "\nPaired by seed (does the discriminator matter, and does GAIL beat the others):\n",
-            paired_table([("GAIL − MLE, then MLE", "gail_mle1", "finetune_lam0"),
-                          ("GAIL − IQLearn λ = 0.5 + head", "gail_mle1", "finetune_head_lam0.5"),
-                          ("GAIL − its shuffled control", "gail_mle1", "gail_shuffled_mle1"),
-                          ("GAIL without MLE − its shuffled control", "gail_mle0", "gail_shuffled_mle0")],
-                         ("accuracy_greedy", "accuracy_beam", "accuracy_sample", "self_bleu", "nll")),
+            paired_table(GAIL_PAIRED, ("accuracy_greedy", "accuracy_beam", "accuracy_sample", "self_bleu", "nll")),
             "\nThe discriminator's accuracy on expert vs policy tokens over training (0.5 = chance), mean over seeds:\n"]
     gail_runs = [(label, prefix) for label, prefix, _ in GAIL_ROWS if prefix.startswith("gail")]
     iters = sorted({e["iter"] for _, p in gail_runs for s in seeds_of(p) for e in log_of(f"{p}_s{s}")})
@@ -822,16 +834,15 @@ def gail_report() -> str:
         if falls:
             text.append(f"| {label} | " + ", ".join(f"s{s}: {signed(f)}" for s, f in falls.items())
                         + f" | {mean_se(list(falls.values()))} | {sum(f > FALL for f in falls.values())} of {len(falls)} |")
-    levels = " | ".join(f"Self-BLEU {x:g}" for x in MATCHED_SELF_BLEU)
-    text += ["\nThe frontier (300 val problems at temperatures " + TEMPERATURES + "): sampled accuracy at matched "
-             "Self-BLEU, paired by seed (claim: the first is more accurate):\n",
-             "| paired difference | " + levels + " |", "|---" * (len(MATCHED_SELF_BLEU) + 1) + "|"]
-    text += [matched_row(label, a, b) for label, a, b in
-             (("GAIL − MLE, then MLE", "gail_mle1", "finetune_lam0"),
-              ("IQLearn λ = 0.5 + head − MLE, then MLE", "finetune_head_lam0.5", "finetune_lam0"),
-              ("GAIL − IQLearn λ = 0.5 + head", "gail_mle1", "finetune_head_lam0.5"))
-             if frontier_curves(a) and frontier_curves(b)]
-    return "\n".join(text)
+    text += ["\nPaired by seed, the claim that the first is the stabler (its largest fall is smaller):\n"]
+    for label, stable, other in STABILITY_PAIRS:
+        seeds = sorted(set(with_base(stable)) & set(with_base(other)))
+        if seeds:
+            text.append(f"- {label}: " + interval_text([largest_fall(f"{stable}_s{s}", s) - largest_fall(f"{other}_s{s}", s)
+                                                        for s in seeds], sign=-1))
+    frontier = [row for row in GAIL_ROWS if row[1] in GAIL_FRONTIER]
+    return "\n".join(text) + ("\n\n#### The frontier (300 val problems at temperatures " + TEMPERATURES + ")\n\n"
+                              + frontier_tables(frontier, "finetune_lam0", GAIL_MATCHED))
 
 
 def plot_gail(folder: str = "figures") -> str:
