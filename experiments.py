@@ -788,7 +788,10 @@ GAIL_PAIRED = [("GAIL − MLE, then MLE", "gail_mle1", "finetune_lam0"),
 STABILITY_PAIRS = [("the recipe + head vs GAIL", "finetune_head_gamma0.9_lam0.1", "gail_mle1"),
                    ("IQLearn λ = 0.5 + head vs GAIL", "finetune_head_lam0.5", "gail_mle1"),
                    ("the recipe + head vs GAIL without the MLE loss", "finetune_head_gamma0.9_lam0.1", "gail_mle0"),
-                   ("GAIL vs GAIL without the MLE loss", "gail_mle1", "gail_mle0")]
+                   ("GAIL vs GAIL without the MLE loss", "gail_mle1", "gail_mle0"),
+                   ("its shuffled control vs GAIL (does the discriminator destabilise it?)", "gail_shuffled_mle1",
+                    "gail_mle1"),
+                   ("MLE, then MLE vs GAIL", "finetune_lam0", "gail_mle1")]
 GAIL_MATCHED = [("GAIL − the recipe + head", "gail_mle1", "finetune_head_gamma0.9_lam0.1"),
                 ("GAIL − IQLearn λ = 0.5 + head", "gail_mle1", "finetune_head_lam0.5")]
 
