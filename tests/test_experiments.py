@@ -279,3 +279,22 @@ def test_a_resumed_run_records_the_planned_command_and_the_one_that_resumed_it(t
     assert ran[-1] == ["gail.py", "--resume", "--max_iters", "400", "--out_dir", str(tmp_path / "gail_mle0_s2")]
     assert resumed["train_command"] == fresh["train_command"] and resumed["train_resumed"] is True
     assert resumed["resumed_with"] == "python " + " ".join(ran[-1])
+
+
+def test_a_retrained_log_reproduces_the_kept_one_on_every_number_the_kept_one_has(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiments, "RUNS", str(tmp_path / "runs"))
+    monkeypatch.setattr(experiments, "RESULTS", str(tmp_path / "results"))
+    kept = [{"iter": 100, "val_nll": 0.5, "accuracy": 0.3, "update_ms": 10.0},
+            {"iter": 200, "val_nll": 0.4, "accuracy": 0.4, "update_ms": 11.0}]
+
+    def check(retrained):
+        for root, log in (("results", kept), ("runs", retrained)):
+            (tmp_path / root / "r_s1").mkdir(parents=True, exist_ok=True)
+            (tmp_path / root / "r_s1" / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in log))
+        return experiments.same_log("r_s1")["log_equal"]
+
+    # other timings and a key logged only since are not differences
+    assert check([{**e, "update_ms": 99.0, "val_value_mean": 3.0} for e in kept])
+    assert not check([kept[0], {**kept[1], "accuracy": 0.405}])   # one number changed
+    assert not check(kept[:1])                                      # an evaluation missing
+    assert not check([{k: v for k, v in e.items() if k != "val_nll"} for e in kept])   # a kept number missing
