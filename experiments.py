@@ -914,7 +914,7 @@ def same_log(name: str) -> dict:
     new, kept = read(os.path.join(RUNS, name, "log.jsonl")), read(os.path.join(RESULTS, name, "log.jsonl"))
     compared = lambda e, keys: {k: e.get(k) for k in keys if k not in TIMING_KEYS}
     check = {"name": name, "log_equal": len(new) == len(kept)
-             and all(compared(n, k) == compared(k, k) for n, k in zip(new, kept))}
+             and all(compared(e, was) == compared(was, was) for e, was in zip(new, kept))}
     if not check["log_equal"]:
         check["kept_last"] = {k: kept[-1].get(k) for k in ("iter", "val_nll", "accuracy")}
         check["retrained_last"] = {k: new[-1].get(k) for k in ("iter", "val_nll", "accuracy")}
