@@ -108,7 +108,10 @@ def plan() -> dict[str, list[tuple[str, list[str]]]]:
         groups["value_head"].append((f"finetune_head_gamma0.9_lam0.1_s{seed}", finetune + s + [
             "--init_from", base, *recipe, "--value_head"]))
     # GAIL (gail.py takes the same flags) from the protocol's MLE bases, each variant through all
-    # its seeds; its frontier is evaluated beside MLE -> MLE and the best IQLearn (λ = 0.5 + head).
+    # its seeds, after the IQLearn it is compared with that the value-head group does not already
+    # evaluate (the recipe + head); the frontier evaluates GAIL beside MLE -> MLE and IQLearn.
+    known = dict(groups["value_head"])
+    groups["gail"] += [(name, known[name]) for name in known if name.startswith("finetune_head_gamma0.9_lam0.1")]
     for group, variants in (("gail", GAIL_VARIANTS), ("gail_controls", GAIL_CONTROLS)):
         groups[group] += [(f"{prefix}_s{seed}", finetune + ["--seed", str(seed), "--init_from", mle_base(seed)] + extra)
                           for prefix, extra in variants for seed in SEEDS]

@@ -226,7 +226,9 @@ def test_gail_runs_are_gail_py_runs_from_the_protocols_mle_bases():
     import gail
     from runtime import parse_config
     groups = experiments.plan()
-    for name, flags in groups["gail"] + groups["gail_controls"]:
+    gail_runs = [run for run in groups["gail"] + groups["gail_controls"] if run[0].startswith("gail")]
+    assert len(gail_runs) == 4 * len(experiments.SEEDS)   # GAIL, its control, and both without the MLE loss
+    for name, flags in gail_runs:
         seed = name.rsplit("_s", 1)[1]
         assert experiments.script(name) == "gail.py" and experiments.needs(flags) == f"sweep_lam0_s{seed}"
         c, _ = parse_config(gail.GailConfig, flags, "gail.py", "")   # every flag is gail.py's own
@@ -235,6 +237,10 @@ def test_gail_runs_are_gail_py_runs_from_the_protocols_mle_bases():
     frontier = dict(groups["gail_frontier"])
     assert frontier["finetune_lam0_s2"] == dict(groups["value_head"])["finetune_lam0_s2"]
     assert experiments.script("finetune_lam0_s2") == "train.py"
+    # the IQLearn that GAIL meets is the recipe with the head, evaluated by the gail group too
+    recipe = dict(groups["gail"])["finetune_head_gamma0.9_lam0.1_s2"]
+    assert recipe == frontier["finetune_head_gamma0.9_lam0.1_s2"] and experiments.script("finetune_head") == "train.py"
+    assert recipe[recipe.index("--lambda"):] == ["--lambda", "0.1", "--gamma", "0.9", "--value_head"]
 
 
 def test_stability_is_the_largest_fall_below_the_mle_base(tmp_path, monkeypatch):
