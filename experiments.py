@@ -9,7 +9,7 @@ print the tables (markdown) from what the runs left behind.
     python experiments.py --only frontier --plot   # the frontier; its tables and figures/*.png
     python experiments.py --provenance NAME        # how, where and from which code a run was made
 
-Each run is `python train.py <flags> --out_dir runs/<name>` followed by
+Each run is `python train.py <flags> --out_dir runs/<name>` (`gail.py` for GAIL's) followed by
 `python sample.py --out_dir runs/<name> --eval --json` (the frontier: 300 problems at a grid of
 temperatures). Checkpoints stay in runs/ (not in git); what the tables and figures need, each
 run's log.jsonl and its evaluation (eval.json, or frontier.json with one JSON line per
@@ -847,7 +847,7 @@ def gail_report() -> str:
             text.append(f"- {label}: " + interval_text([largest_fall(f"{stable}_s{s}", s) - largest_fall(f"{other}_s{s}", s)
                                                         for s in seeds], sign=-1))
     frontier = [row for row in GAIL_ROWS if row[1] in GAIL_FRONTIER]
-    return "\n".join(text) + ("\n\n#### The frontier (300 val problems at temperatures " + TEMPERATURES + ")\n\n"
+    return "\n".join(text) + ("\n\nThe frontier (300 val problems at temperatures " + TEMPERATURES + "). "
                               + frontier_tables(frontier, "finetune_lam0", GAIL_MATCHED))
 
 
