@@ -11,7 +11,6 @@ from bench import (algorithms_benchmark, make_batch, make_contenders, model_conf
                    print_algorithms_report, train_step)
 from model import GPT
 from runtime import step_memory
-from test_gail import mle_base  # noqa: F401  (the fixture: a tiny MLE checkpoint of train.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--batch_size=2",

@@ -13,13 +13,11 @@ import torch.nn.functional as F
 
 import gail
 import sample
-import train
+from conftest import TINY
 from data import IGNORE, Item, collate
 from gail import (GailConfig, discriminator_loss, kl_to_reference, leave_one_out_baseline, policy_loss,
                   reward_from_logits, reward_to_go)
 
-TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--batch_size", "8", "--block_size", "96",
-        "--task_train", "200", "--eval_problems", "2", "--eval_iters", "1"]
 ONLY_PG = GailConfig(mle_weight=0.0, kl_coef=0.0, entropy_coef=0.0)
 
 
@@ -171,14 +169,6 @@ def test_prompt_and_padding_are_never_scored():
 
 # ----------------------------------------------------------------------------------------------
 # Tiny runs: a real citizen of the project
-
-@pytest.fixture(scope="module")
-def mle_base(tmp_path_factory):
-    out = tmp_path_factory.mktemp("mle") / "base"
-    assert train.main([*TINY, "--lambda", "0", "--max_iters", "10", "--eval_interval", "10", "--warmup_iters", "2",
-                       "--learning_rate", "1e-2", "--min_lr", "1e-3", "--out_dir", str(out)]) == 0
-    return out / "ckpt.pt"
-
 
 def gail_run(base, out, *args):
     return gail.main([*TINY, "--init_from", str(base), "--out_dir", str(out), *map(str, args)])
