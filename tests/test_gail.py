@@ -1,6 +1,5 @@
 """gail.py: each equation against an independent computation, then tiny runs end to end."""
 
-import dataclasses
 import json
 import math
 import os
