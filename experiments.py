@@ -893,7 +893,7 @@ def plot_gail(folder: str = "figures") -> str:
     disc.set_xlabel("fine-tuning iteration")
     disc.set_ylabel("balanced accuracy (0.5 = chance)")
     disc.grid(alpha=0.3)
-    disc.legend(fontsize=7, loc="upper right")
+    disc.legend(fontsize=7, loc="center right")
     fig.text(0.5, 0.01, f"Thin horizontal lines: each seed's MLE base minus {FALL * 100:.0f} points (the instability "
              "threshold). The discriminator's accuracy is measured on each batch before it trains on it.", ha="center", fontsize=8)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
