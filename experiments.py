@@ -5,6 +5,7 @@ print the tables (markdown) from what the runs left behind.
     python experiments.py --only sweep     # one group; finished runs are skipped, so it resumes
     python experiments.py --only quickstart          # the README quick start's two commands
     python experiments.py --only null_reason         # KL of the recipe to a tempered MLE (Results §9)
+    python experiments.py --only gail,gail_frontier,gail_controls --plot   # GAIL against IQLearn (§10)
     python experiments.py --report         # only print the tables of the runs that exist
     python experiments.py --only frontier --plot   # the frontier; its tables and figures/*.png
     python experiments.py --provenance NAME        # how, where and from which code a run was made
@@ -68,8 +69,8 @@ def mle_base(seed: int) -> str:
 
 
 def plan() -> dict[str, list[tuple[str, list[str]]]]:
-    """Every run: group -> [(name, train.py flags)]. Runs that start from another run's checkpoint
-    come after it."""
+    """Every run: group -> [(name, flags of the script that trains it: script(name))]. Runs that
+    start from another run's checkpoint come after it."""
     common = MODEL + ["--max_iters", str(ITERS), "--eval_interval", "200"]
     finetune = ["--max_iters", "400", "--eval_interval", "100", "--warmup_iters", "0",
                 "--learning_rate", "5e-4", "--min_lr", "5e-5"]
