@@ -56,7 +56,7 @@ from tqdm import tqdm
 
 from data import IGNORE, Batches, Dataset, Problem, Vocab, collate, data_spec, greedy_accuracy, load_dataset, \
     policy_samples, problems_from
-from iqlearn import check_coefficients, masked_mean, policy_entropy
+from iqlearn import check_coefficients, exp_floor, masked_mean, policy_entropy
 from model import GPT, GPTConfig
 from runtime import (MODEL_FIELDS, StopSignals, UserError, autocast, build_model, check_at_least, checkpoint_path,
                      cosine_lr, flag_of, holding_out_dir, knob, parse_config, pick_device, pick_dtype,
@@ -221,7 +221,8 @@ def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.
     (E_pi[grad log pi] = grad sum_a pi = 0), so it does not hold the policy near the reference."""
     logp = F.log_softmax(logits.float(), dim=-1)
     logp_ref = F.log_softmax(ref_logits.float(), dim=-1)
-    return masked_mean((logp.exp() * (logp - logp_ref)).sum(-1), mask)
+    p = logp.clamp(min=exp_floor(logp.dtype)).exp()  # no subnormal exp (iqlearn.exp_floor)
+    return masked_mean((p * (logp - logp_ref)).sum(-1), mask)
 
 
 def policy_loss(logits: torch.Tensor, ref_logits: torch.Tensor, targets: torch.Tensor, advantages: torch.Tensor,

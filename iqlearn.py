@@ -41,6 +41,29 @@ import torch
 import torch.nn.functional as F
 
 
+def exp_floor(dtype: torch.dtype) -> float:
+    """The smallest whole z whose exp(z) is a normal number of this float dtype (-87 for float32).
+
+    exp(z) below it is subnormal (under 1.2e-38 in float32), and this CPU's vectorised exp takes a
+    slow path for such results: 15x slower at z = -90 than at z = -80. Logits whose spread within a
+    state exceeds 87 nats (a long or overfitting run, a large vocabulary, a pretrained model) put
+    most of a [B, T, V] tensor there. Clamping z at the floor first changes exp(z) by less than
+    2e-38, which no sum that includes the state's largest term exp(0) = 1 can see; at ordinary
+    logits it changes nothing."""
+    return float(math.ceil(math.log(torch.finfo(dtype).tiny)))
+
+
+def soft_value(logits: torch.Tensor) -> torch.Tensor:
+    """V(s) = logsumexp over the last dimension, float32 or wider: max + log sum exp(logits - max),
+    the same operations as torch.logsumexp (equal to the last bit at ordinary logits) with the
+    exponents clamped at exp_floor. A row whose logits are all -inf has V = -inf."""
+    top = logits.amax(dim=-1, keepdim=True)
+    shift = top.masked_fill(top.isinf(), 0.0)  # as torch.logsumexp: no inf - inf
+    total = (logits - shift).clamp_(min=exp_floor(logits.dtype)).exp_().sum(dim=-1)
+    v = total.log_().add_(shift.squeeze(-1))
+    return v.masked_fill_(top.squeeze(-1) == -math.inf, -math.inf)
+
+
 class _SoftValueAndQ(torch.autograd.Function):
     """V(s_t) = logsumexp(logits[t]) and Q(s_t, a_t) = logits[t, a_t], in float32, in one pass.
 
@@ -48,14 +71,15 @@ class _SoftValueAndQ(torch.autograd.Function):
     second and third [B, T, V] tensor. The loss depends on position t's logits only through these
     two scalars, so its gradient there is
         dL/dlogits[t] = dL/dV_t * softmax(logits[t]) + dL/dQ_t * onehot(a_t),
-    which backward builds in a single [B, T, V] buffer, as cross-entropy's own backward does.
+    which backward builds in a single [B, T, V] buffer, as cross-entropy's own backward does. Both
+    directions clamp their exponents (exp_floor), so wide logits cost what narrow ones do.
     """
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, actions: torch.Tensor):
         # At least float32: a no-op for float32 (or float64) logits; bf16/fp16 are upcast once.
         x = logits.to(torch.promote_types(logits.dtype, torch.float32))
-        v = torch.logsumexp(x, dim=-1)
+        v = soft_value(x)
         q = x.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
         ctx.save_for_backward(logits, actions, v)
         return v, q
@@ -64,7 +88,7 @@ class _SoftValueAndQ(torch.autograd.Function):
     def backward(ctx, grad_v: torch.Tensor, grad_q: torch.Tensor):
         logits, actions, v = ctx.saved_tensors
         grad = torch.sub(logits, v.unsqueeze(-1))  # v's dtype by type promotion, one allocation
-        grad.exp_().mul_(grad_v.unsqueeze(-1))     # softmax(logits) * dL/dV
+        grad.clamp_(min=exp_floor(grad.dtype)).exp_().mul_(grad_v.unsqueeze(-1))  # softmax(logits) * dL/dV
         grad.scatter_add_(-1, actions.unsqueeze(-1), grad_q.unsqueeze(-1))  # + onehot(a_t) * dL/dQ
         return grad.to(logits.dtype), None
 
@@ -105,6 +129,9 @@ def transitions(logits: torch.Tensor, targets: torch.Tensor, gamma: float, done:
     """V, Q, gamma V(s_{t+1}) and the masks at every position (see Transitions)."""
     is_action = targets != ignore_index
     v, q = _SoftValueAndQ.apply(logits, targets.masked_fill(~is_action, 0))
+    # Q at a non-action position is action 0's logit, a placeholder: zeroed, so that a -inf there
+    # (a masked token) cannot turn into inf * 0 = nan in td's gradient.
+    q = q.masked_fill(~is_action, 0.0)
     # V(s_{t+1}) is the value at the next position. The last position has no next logits; after a
     # terminal action the next state's value is 0 by definition.
     v_next = F.pad(v[:, 1:], (0, 1))
@@ -126,6 +153,7 @@ def policy_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: in
     """Mean entropy of pi(.|s_t) = softmax(Q(s_t, .)) over action positions: the paper's
     'MLE with entropy cost' diversity baseline subtracts a multiple of it from the loss."""
     logp = F.log_softmax(logits.float(), dim=-1)
+    logp = logp.clamp(min=exp_floor(logp.dtype))  # p log p of a p below 2e-38 is 0 either way (exp_floor)
     entropy = -(logp.exp() * logp).sum(-1)
     return entropy[targets != ignore_index].mean()
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from calculator import Calculator
 from data import (IGNORE, DataError, Item, Problem, Vocab, accuracy, collate, correct, extract_answer, greedy_accuracy,
                   is_correct, load_dataset, load_records, problems_from, text_of)
-from iqlearn import implicit_rewards
+from iqlearn import implicit_rewards, soft_value
 from metrics import distinct_n, self_bleu, spearman, within_problem_spearman
 from model import GPT, cut_after_eos, left_pad
 from runtime import CheckpointError, Parser, UserError, load_checkpoint, model_from_checkpoint, pick_device
@@ -165,7 +165,7 @@ def score(model: GPT, prompts: list[list[int]], responses: list[list[int]], gamm
         # A row of block + 1 tokens (a text window) keeps its targets; its last state has no room.
         x, y, done = (torch.from_numpy(a[:, :block]).to(device) for a in collate(items, with_last_state=True))
         logits = model(x).float()
-        value = torch.logsumexp(logits, dim=-1)
+        value = soft_value(logits)
         logp = logits.gather(-1, y.clamp(min=0)[..., None])[..., 0] - value
         reward = implicit_rewards(logits, y, gamma=gamma, done=done, ignore_index=IGNORE)
         for b, (p, r) in enumerate(pairs):

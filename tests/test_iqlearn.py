@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from iqlearn import implicit_rewards, iqlearn_loss
+from iqlearn import implicit_rewards, iqlearn_loss, policy_entropy, soft_value
 
 B, T, V = 3, 7, 11
 
@@ -295,3 +295,66 @@ def test_online_alpha_out_of_range_raises():
     e, et, _ = random_batch()
     with pytest.raises(ValueError, match="alpha"):
         iqlearn_online_loss(e, et, e, et, alpha=1.5)
+
+
+# ----------------------------------------------------------------------------------------------
+# Wide logits: exp below float32's underflow bound takes a slow path on CPUs, so the loss clamps
+# its exponents (iqlearn.exp_floor). Values and gradients must still be the float64 definition's.
+
+def wide_batch(spread: float, with_inf: bool):
+    """float32 logits whose values within a state span about `spread` nats, some -inf if asked."""
+    logits, targets, done = random_batch(seed=3, dtype=torch.float32)
+    g = torch.Generator().manual_seed(4)
+    wide = (torch.rand(B, T, V, generator=g) * 2 - 1) * spread
+    if with_inf:
+        wide[..., ::3] = float("-inf")  # never an action's own logit: targets are remapped below
+        targets = torch.where(targets >= 0, (targets // 3) * 3 + 1, targets).clamp(max=V - 1)
+    return wide.requires_grad_(), targets, done
+
+
+@pytest.mark.parametrize("spread", [100.0, 1000.0])
+@pytest.mark.parametrize("with_inf", [False, True])
+def test_wide_and_infinite_logits_match_float64_definition(spread, with_inf):
+    logits, targets, done = wide_batch(spread, with_inf)
+    ours, _ = iqlearn_loss(logits, targets, lam=0.5, gamma=0.9, done=done)
+    # The independent computation: the per-position definition in float64 with autograd.
+    x64 = logits.detach().double().requires_grad_()
+    reference = reference_loss(x64, targets, 0.5, 0.9, done)
+    torch.testing.assert_close(ours.double(), reference, rtol=1e-6, atol=1e-4 * spread)
+    grad, grad64 = grad_of(ours, logits), grad_of(reference, x64)
+    assert torch.isfinite(grad).all()
+    torch.testing.assert_close(grad.double(), grad64, rtol=1e-5, atol=1e-6)
+
+
+def test_soft_value_is_logsumexp_to_the_last_bit_at_ordinary_logits_and_exact_when_wide():
+    g = torch.Generator().manual_seed(0)
+    ordinary = 5 * torch.randn(64, 300, generator=g)
+    assert torch.equal(soft_value(ordinary), torch.logsumexp(ordinary, dim=-1))
+    wide = ordinary * 100
+    wide[0] = float("-inf")                        # a state with no possible action
+    wide[1, 1:] = float("-inf")                    # one possible action: V is its logit
+    expected = torch.logsumexp(wide.double(), dim=-1)
+    torch.testing.assert_close(soft_value(wide).double(), expected, rtol=1e-7, atol=0)
+    assert soft_value(wide)[0] == float("-inf") and soft_value(wide)[1] == wide[1, 0]
+
+
+def test_loss_at_ordinary_logits_is_torch_logsumexps_to_the_last_bit():
+    """Nothing lies below the floor, so the clamp changes nothing: nll is the one torch.logsumexp gives."""
+    logits, targets, done = random_batch(dtype=torch.float32)
+    ours, stats = iqlearn_loss(logits, targets, lam=0.5, gamma=0.9, done=done)
+    is_action = targets != -1
+    v = torch.logsumexp(logits, dim=-1)
+    q = logits.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    assert torch.equal(stats["nll"], (torch.where(is_action, v - q, 0.0).sum() / is_action.sum()).detach())
+    torch.testing.assert_close(grad_of(ours, logits), grad_of(reference_loss(logits, targets, 0.5, 0.9, done), logits),
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_entropy_of_wide_and_infinite_logits_matches_float64():
+    logits, targets, _ = wide_batch(1000.0, with_inf=True)
+    ours = policy_entropy(logits, targets)
+    x64 = logits.detach().double()
+    p = torch.softmax(x64, dim=-1)
+    entropy64 = -(torch.special.xlogy(p, p)).sum(-1)[targets != -1].mean()
+    torch.testing.assert_close(ours.double(), entropy64, rtol=1e-5, atol=1e-6)
+    assert torch.isfinite(grad_of(ours, logits)).all()
