@@ -218,3 +218,50 @@ def test_policy_samples_are_drawn_in_eval_mode():
     with torch.no_grad():
         noisy = model.generate(prompts, len(expected[0]), temperature=1.0, eos_id=dataset.vocab.eos)
     assert noisy != expected  # dropout does change the draws: the check above can fail
+
+
+def length_items(n: int, seed: int = 0) -> list:
+    """n items whose lengths are 1..n in a random order; token 0 names the item."""
+    lengths = np.random.default_rng(seed).permutation(n) + 1
+    return [data.Item(np.array([i] * int(k)), 0, False) for i, k in enumerate(lengths)]
+
+
+def test_length_pool_one_is_the_uniform_stream():
+    items = length_items(23)
+    stream = Batches(items, 5, seed=3, length_pool=1)
+    got = [int(it.tokens[0]) for _ in range(9) for it in stream.next()]   # 45 items: epochs 0 and 1
+    expected = [int(i) for e in (0, 1) for i in np.random.default_rng([3, e]).permutation(23)][:45]
+    assert got == expected
+
+
+def test_length_pools_make_batches_of_neighbouring_lengths_and_still_visit_each_item_once_per_epoch():
+    items = length_items(40)
+    stream = Batches(items, 4, seed=1, length_pool=10)         # one pool holds the whole epoch
+    batches = [[len(it.tokens) for it in stream.next()] for _ in range(10)]
+    # Sorted and cut into fours: every batch is four neighbouring lengths 4k+1 .. 4k+4.
+    assert sorted(sorted(b) for b in batches) == [list(range(4 * k + 1, 4 * k + 5)) for k in range(10)]
+    assert batches != sorted(batches)                          # the pool's batches come in a random order
+    # 42 items in batches of 4: the epoch ends mid-batch. The next epoch's first two items complete
+    # it, and its pool (the other 40) is still cut on batch boundaries: ten runs of neighbours.
+    items = length_items(42, seed=2)
+    stream = Batches(items, 4, seed=0, length_pool=100)
+    batches = [[len(it.tokens) for it in stream.next()] for _ in range(21)]   # two epochs
+    seen = [k for b in batches for k in b]
+    assert sorted(seen[:42]) == sorted(seen[42:]) == list(range(1, 43))
+    assert seen[40:42] == [41, 42]                   # epoch 0's short last batch: its two longest
+    rest = sorted(seen[44:])
+    assert sorted(map(sorted, batches[11:])) == [rest[i:i + 4] for i in range(0, 40, 4)]
+
+
+def test_length_pools_resume_exactly_and_ranks_stay_disjoint():
+    items = length_items(37)
+    a = Batches(items, 4, seed=7, length_pool=3)
+    for _ in range(11):                                        # past the first epoch's end
+        a.next()
+    b = Batches(items, 4, seed=7, length_pool=3)
+    b.load_state_dict(a.state_dict())
+    for _ in range(15):
+        assert a.next() == b.next()
+    ranks = [Batches(items, 3, seed=1, rank=r, world=2, length_pool=2) for r in (0, 1)]
+    seen = [{int(it.tokens[0]) for _ in range(6) for it in s.next()} for s in ranks]   # 18 each: one epoch
+    assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == 36
