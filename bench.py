@@ -56,14 +56,22 @@ NOT_WITH_ALGORITHMS = ["n_layer", "n_head", "n_embd", "block_size", "batch_size"
 
 def train_defaults() -> dict:
     """train.py's default run, derived from its TrainConfig: the model, the batch and lambda, the
-    built-in task's compact vocabulary, and its batches' mean padded length (over 20 batches)."""
+    built-in task's compact vocabulary, its batches' mean padded length, and the share of the
+    positions they compute that are the data's (useful / computed), also with uniform batches
+    (--length_pool 1) for comparison; over 200 batches each."""
     from train import TrainConfig, data_spec  # a script's defaults; only --default_config needs them
     c = TrainConfig()
     dataset = load_dataset(data_spec(c), c.block_size)
-    batches = Batches(dataset.train, c.batch_size, c.seed)
-    seq_len = round(statistics.mean(collate(batches.next())[0].shape[1] for _ in range(20)))
+    shapes = {}
+    for pool in (c.length_pool, 1):
+        batches = Batches(dataset.train, c.batch_size, c.seed, length_pool=pool)
+        rows = [batches.next() for _ in range(200)]
+        computed = [collate(items)[0].size for items in rows]
+        useful = sum(len(it.tokens) - 1 for items in rows for it in items)
+        shapes[pool] = (statistics.mean(n // c.batch_size for n in computed), useful / sum(computed))
     return dict(vocab_size=dataset.vocab.size, block_size=c.block_size, n_layer=c.n_layer, n_head=c.n_head,
-                n_embd=c.n_embd, batch_size=c.batch_size, seq_len=seq_len, lam=c.lam)
+                n_embd=c.n_embd, batch_size=c.batch_size, seq_len=round(shapes[c.length_pool][0]), lam=c.lam,
+                length_pool=c.length_pool, useful_share=shapes[c.length_pool][1], useful_share_uniform=shapes[1][1])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -273,6 +281,29 @@ def time_interleaved(steps: dict[str, Callable[[], object]], args: argparse.Name
     return times
 
 
+def loss_ratios(args: argparse.Namespace) -> dict:
+    """The losses alone, forward and backward on one [B, T, V] logits tensor, interleaved: IQLearn /
+    cross-entropy at initial-like logits (0.02 * N(0, 1), a fresh model's) and at wide-spread ones
+    (40 * N(0, 1): within a state they span hundreds of nats, as a trained model's can over a large
+    vocabulary). There a careless exp meets the CPU's slow subnormal path (iqlearn.exp_floor)."""
+    g = torch.Generator().manual_seed(0)
+    _, targets, done = make_batch(args, args.device)
+    noise = torch.randn(args.batch_size, args.seq_len, args.vocab_size, generator=g).to(args.device)
+    timing = argparse.Namespace(**{**vars(args), "steps": max(args.steps, 20)})
+
+    def step(loss, logits: torch.Tensor) -> None:
+        loss(logits.detach().requires_grad_(), targets, done, args.lam).backward()
+
+    result = {}
+    for regime, scale in [("initial", 0.02), ("wide", 40.0)]:
+        logits = scale * noise
+        times = time_interleaved({"mle": functools.partial(step, mle_loss, logits),
+                                  "iqlearn": functools.partial(step, iq_loss, logits)}, timing)
+        result[f"loss_{regime}_ms"] = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+        result[f"loss_ratio_{regime}"] = statistics.median(times["iqlearn"]) / statistics.median(times["mle"])
+    return result
+
+
 def model_config(args: argparse.Namespace) -> GPTConfig:
     gpt2 = args.gpt2 is not None  # GPT-2 has biases and the tanh GELU
     return GPTConfig(vocab_size=args.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
@@ -310,6 +341,9 @@ def benchmark(args: argparse.Namespace) -> dict:
     result["time_ratio"] = result["iqlearn_ms"] / result["mle_ms"]
     result["mem_ratio"] = None if memory["mle"] is None else memory["iqlearn"] / memory["mle"]
     result["tokens_per_s"], result["mfu"] = result["iqlearn_tokens_per_s"], result["iqlearn_mfu"]
+    result.update(loss_ratios(args))
+    if args.default_config:
+        result.update({k: getattr(args, k) for k in ("length_pool", "useful_share", "useful_share_uniform")})
     return result
 
 
@@ -341,6 +375,13 @@ def print_report(r: dict) -> None:
     print(f"IQLearn/MLE: time {r['time_ratio']:.3f}, memory {mem_ratio}")
     print(f"on paper (model.step_memory, train.py's loss): {r['paper_peak_mib']:.1f} MiB a step on top of "
           "the weights and AdamW's moments, as the peaks above")
+    for regime, what in [("initial", "initial-like logits"), ("wide", "wide-spread logits")]:
+        ms = r[f"loss_{regime}_ms"]
+        print(f"the loss alone at {what}: IQLearn {ms['iqlearn']:.2f} ms, cross-entropy {ms['mle']:.2f} ms, "
+              f"ratio {r[f'loss_ratio_{regime}']:.3f}")
+    if r["default_config"]:
+        print(f"useful / computed positions of the default run's batches: {r['useful_share']:.3f} "
+              f"(--length_pool {r['length_pool']}); {r['useful_share_uniform']:.3f} with uniform batches")
 
 
 def memory_table(batch_size: int, block_size: int) -> list[dict]:

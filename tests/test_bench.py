@@ -27,7 +27,7 @@ def test_json_report_has_positive_times_and_ratios():
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)
     for key in ["mle_ms", "iqlearn_ms", "time_ratio", "mem_ratio", "tokens_per_s",
-                "mle_peak_mib", "iqlearn_peak_mib"]:
+                "mle_peak_mib", "iqlearn_peak_mib", "loss_ratio_initial", "loss_ratio_wide"]:
         assert isinstance(r[key], float) and r[key] > 0, key
     assert r["mfu"] is None and r["mle_mfu"] is None  # no FLOPS peak for a CPU: n/a, not a guess
     assert r["device"] == "cpu" and r["dtype"] == "float32"
