@@ -224,10 +224,13 @@ class GPT(nn.Module):
         cache = self.new_cache(n_pad)
         out = torch.empty(len(prompts), max(max_new_tokens, 0), dtype=torch.long, device=device)
         finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+        computed = torch.arange(len(prompts), device=device)  # the rows the cache (and idx) hold
         queues = [[] for _ in prompts]
         for step in range(max_new_tokens):
             logits = self(idx, cache, last_only=True)[:, -1, :].float()
-            idx = sample_next(logits, temperature, top_k, generator)
+            if len(computed) < len(prompts):  # every row draws, finished or not, so each row's
+                logits = logits.new_zeros(len(prompts), logits.size(-1)).index_copy_(0, computed, logits)
+            idx = sample_next(logits, temperature, top_k, generator)  # draw is the one it would get
             if forced is not None:  # a row with queued tokens emits the next one, not its choice
                 tokens = idx[:, 0].tolist()
                 for row, queue in enumerate(queues):
@@ -241,6 +244,13 @@ class GPT(nn.Module):
                 if finished.all():
                     out = out[:, :step + 1]
                     break
+                # Rows that have ended only make junk (cut below): once a quarter of the computed
+                # rows have, the cache drops them, so decoding costs what the live rows need.
+                done_here = finished[computed]
+                if 4 * int(done_here.sum()) >= len(computed):
+                    computed = computed[~done_here]
+                    cache.keep(~done_here)
+            idx = idx[computed]
         return [cut_after_eos(row, eos_id) for row in out.tolist()]
 
     def configure_optimizer(self, weight_decay: float, learning_rate: float,
@@ -287,6 +297,13 @@ class KVCache:
         self.layers = [LayerKV(max_len) for _ in range(n_layer)]
         self.n_pad = n_pad  # [B] number of pad tokens at the start of each row
         self.length = 0     # positions processed so far (pads included)
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Continue with these rows only (a bool mask or indices): generate drops finished ones."""
+        self.n_pad = self.n_pad[rows]
+        for layer in self.layers:
+            if layer.k is not None:
+                layer.k, layer.v = layer.k[rows], layer.v[rows]
 
     def reorder(self, rows: torch.Tensor) -> None:
         """Row b continues from row rows[b] (a batch of the same size): beam search uses it to

@@ -98,6 +98,30 @@ def test_sampling_is_reproducible_with_a_generator_and_respects_top_k():
     assert all(row[0] == top for row in draw(5, top_k=1))
 
 
+def test_sampling_draws_what_a_full_recompute_of_every_row_draws_while_finished_rows_are_dropped():
+    """generate drops rows that have ended from its cache; every row must still get the draw it
+    would get if all rows ran to the end. The reference: no cache, the whole batch recomputed and
+    sampled at every step, rows kept running after their EOS."""
+    from model import cut_after_eos, sample_next
+    model = tiny(vocab=7, block=40).eval()
+    eos = 6
+    with torch.no_grad():
+        model.lm_head.weight[eos] *= 0  # EOS at logit 0 among small ones: rows end at varied steps
+    prompts = [[i % 5, (i * 3) % 5, 1] for i in range(24)]   # equal lengths: no padding needed
+    for temperature, top_k in [(1.0, None), (0.8, 3)]:
+        g = torch.Generator().manual_seed(11)
+        seqs, finished = torch.tensor(prompts), torch.zeros(len(prompts), dtype=torch.bool)
+        with torch.no_grad():
+            while not finished.all() and seqs.size(1) < 40:
+                token = sample_next(model(seqs)[:, -1].float(), temperature, top_k, g)
+                seqs, finished = torch.cat([seqs, token], 1), finished | (token[:, 0] == eos)
+        expected = [cut_after_eos(row[3:], eos) for row in seqs.tolist()]
+        lengths = sorted(len(row) for row in expected)
+        assert lengths[0] < lengths[len(lengths) // 2] < lengths[-1]  # rows did end at different steps
+        got = model.generate(prompts, 37, temperature, top_k, eos, torch.Generator().manual_seed(11))
+        assert got == expected
+
+
 def test_optimizer_decays_only_matrices():
     model = tiny(bias=True)
     opt = model.configure_optimizer(weight_decay=0.1, learning_rate=1e-3)
