@@ -155,12 +155,15 @@ def score(model: GPT, prompts: list[list[int]], responses: list[list[int]], gamm
           eos_id: int) -> list[Scored]:
     """One forward pass over prompt + response per row, batched by data.collate. The input holds
     the response's last token too (with_last_state), so a response cut off without EOS still gets
-    V(s_{t+1}) for its last reward."""
+    V(s_{t+1}) for its last reward. Rows go in order of length, at most 64 at a time, so a batch is
+    padded to little more than its own rows (sampled responses vary in length a lot)."""
     device = next(model.parameters()).device
-    block, n = model.config.block_size, model.rows_per_batch()
-    out = []
-    for i in range(0, len(prompts), n):
-        pairs = list(zip(prompts[i:i + n], responses[i:i + n]))
+    block, n = model.config.block_size, min(64, model.rows_per_batch())
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(responses[i]))
+    out = [None] * len(prompts)
+    for i in range(0, len(order), n):
+        rows = order[i:i + n]
+        pairs = [(prompts[j], responses[j]) for j in rows]
         items = [Item(np.array(p + r), len(p), r[-1:] == [eos_id]) for p, r in pairs]
         # A row of block + 1 tokens (a text window) keeps its targets; its last state has no room.
         x, y, done = (torch.from_numpy(a[:, :block]).to(device) for a in collate(items, with_last_state=True))
@@ -168,9 +171,9 @@ def score(model: GPT, prompts: list[list[int]], responses: list[list[int]], gamm
         value = soft_value(logits)
         logp = logits.gather(-1, y.clamp(min=0)[..., None])[..., 0] - value
         reward = implicit_rewards(logits, y, gamma=gamma, done=done, ignore_index=IGNORE)
-        for b, (p, r) in enumerate(pairs):
+        for b, (j, (p, r)) in enumerate(zip(rows, pairs)):
             span = slice(len(p) - 1, len(p) + len(r) - 1)  # s_0 is the state after the prompt
-            out.append(Scored(logp[b, span].tolist(), value[b, span].tolist(), reward[b, span].tolist()))
+            out[j] = Scored(logp[b, span].tolist(), value[b, span].tolist(), reward[b, span].tolist())
     return out
 
 

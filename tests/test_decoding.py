@@ -274,3 +274,21 @@ def test_distinct_2_is_each_problems_own_then_averaged_over_problems():
     problems = [data.Problem([Q], [HASH, SEVEN, EOS], "#### 7"), data.Problem([R], [A, B, EOS], "#### 7")]
     m = evaluate(model, problems, True, eval_args(2))
     assert m["distinct_2"] == pytest.approx((1 / 2 + 2 / 10) / 2)
+
+
+def test_score_of_many_rows_of_many_lengths_is_each_row_scored_alone():
+    """score sorts rows by length and batches them 64 at a time: each row's numbers, and their
+    order in the result, must be what scoring that row alone gives."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=9, block_size=32, n_layer=1, n_head=2, n_embd=16)).eval()
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.randint(1, 16, (70, 2), generator=g).tolist()      # prompt + response within the block
+    prompts = [torch.randint(0, 8, (p,), generator=g).tolist() for p, _ in lengths]
+    responses = [torch.randint(0, 8, (r,), generator=g).tolist() + [8] * (i % 2)   # every other ends in EOS 8
+                 for i, (_, r) in enumerate(lengths)]
+    together = sample.score(model, prompts, responses, gamma=0.9, eos_id=8)
+    for p, r, s in zip(prompts, responses, together):
+        alone = sample.score(model, [p], [r], gamma=0.9, eos_id=8)[0]
+        assert len(s.logp) == len(r)
+        for a, b in ((s.logp, alone.logp), (s.value, alone.value), (s.reward, alone.reward)):
+            assert a == pytest.approx(b, abs=1e-5)
