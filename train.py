@@ -69,7 +69,7 @@ class TrainConfig:
     # optimisation
     max_iters: int = knob(1200, "total iterations (a resumed run continues to it)", at_least=1)
     lr_decay_iters: int | None = knob(None, "length of the cosine schedule; default max_iters")
-    batch_size: int = knob(24, "examples per micro-step per process", at_least=1)
+    batch_size: int = knob(32, "examples per micro-step per process", at_least=1)
     grad_accum: int = knob(1, "micro-steps per iteration", at_least=1)
     learning_rate: float = knob(2e-3, "peak learning rate (AdamW)")
     min_lr: float = knob(2e-4, "learning rate at the end of the cosine decay")
