@@ -368,41 +368,19 @@ def collate(items: list[Item], pad_id: int = 0, with_last_state: bool = False
 class Batches:
     """An endless stream of batches over items: each epoch visits them in a fresh random order
     (derived from seed and epoch, so the stream's whole state is two integers and resumes exactly).
-    With several ranks, rank r takes every world-th item of the shared order: disjoint data.
+    With several ranks, rank r takes every world-th item of the shared order: disjoint data."""
 
-    length_pool > 1 groups items of similar length: each epoch's order is cut into pools of
-    length_pool batches, each pool is sorted by length and cut into batches, and the pool's batches
-    are shuffled. A batch is padded to its longest row, so this removes most of the padding (on the
-    built-in task, useful / computed positions 0.80 -> 0.99 at 32) while each batch is still a
-    random draw of one length band. 1: no sorting, every batch a uniform draw."""
-
-    def __init__(self, items: list[Item], batch_size: int, seed: int, rank: int = 0, world: int = 1,
-                 length_pool: int = 1):
+    def __init__(self, items: list[Item], batch_size: int, seed: int, rank: int = 0, world: int = 1):
         if len(items) < world:
             raise DataError(f"{len(items)} training examples cannot be split over {world} processes")
         self.items, self.batch_size, self.seed = items, batch_size, seed
-        self.rank, self.world, self.length_pool = rank, world, length_pool
-        self.lengths = np.array([len(it.tokens) for it in items])
+        self.rank, self.world = rank, world
         self.epoch, self.cursor = 0, 0
         self._order = self._order_of(0)
 
     def _order_of(self, epoch: int) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, epoch])
-        order = rng.permutation(len(self.items))[self.rank::self.world]
-        if self.length_pool == 1:
-            return order
-        # Batches run on across epochs, so this epoch's first `head` items complete the previous
-        # epoch's last batch (every epoch of a rank has the same length); pools start after them.
-        B = self.batch_size
-        head = -epoch * len(order) % B
-        pieces = [order[:head]]
-        for start in range(head, len(order), self.length_pool * B):
-            pool = order[start:start + self.length_pool * B]
-            pool = pool[np.argsort(self.lengths[pool], kind="stable")]
-            batches = [pool[i:i + B] for i in range(0, len(pool), B)]
-            short = batches.pop() if len(batches[-1]) < B else None  # the epoch's end: it stays last
-            pieces += [batches[i] for i in rng.permutation(len(batches))] + ([short] if short is not None else [])
-        return np.concatenate(pieces)
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.items))
+        return order[self.rank::self.world]
 
     def next(self) -> list[Item]:
         chosen = []

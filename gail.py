@@ -88,8 +88,6 @@ class GailConfig:
     task_steps: int = knob(3, "built-in task: at most this many steps (2-4)")
     task_max_value: int = knob(50, "built-in task: size of starting amounts")
     task_train: int = knob(20000, "built-in task: training problems", at_least=1)
-    length_pool: int = knob(32, "batches of similar length: sort pools of this many batches by length "
-                                "(data.Batches); 1 = uniform batches, the order of runs before it", at_least=1)
     # the policy (an --init_from checkpoint sets its shape)
     block_size: int = knob(128, "longest sequence in tokens", at_least=1)
     n_layer: int = knob(4, "transformer blocks", at_least=1)
@@ -301,7 +299,7 @@ def setup(c: GailConfig, resumed: dict | None, source: dict | None, device: str)
     disc_optimizer = discriminator.configure_optimizer(c.weight_decay, c.disc_learning_rate)
     scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == torch.float16)
     disc_scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == torch.float16)
-    batches = Batches(dataset.train, c.batch_size, c.seed, length_pool=c.length_pool)
+    batches = Batches(dataset.train, c.batch_size, c.seed)
     run = Run(c, dataset, problems, policy, reference, discriminator, optimizer, disc_optimizer, scaler, disc_scaler,
               batches, device, dtype)
     if resumed:

@@ -56,8 +56,6 @@ class TrainConfig:
     task_steps: int = knob(3, "built-in task: at most this many steps (2-4)")
     task_max_value: int = knob(50, "built-in task: size of starting amounts")
     task_train: int = knob(20000, "built-in task: training problems", at_least=1)
-    length_pool: int = knob(32, "batches of similar length: sort pools of this many batches by length "
-                                "(data.Batches); 1 = uniform batches, the order of runs before it", at_least=1)
     # model
     block_size: int = knob(128, "longest sequence in tokens", at_least=1)
     n_layer: int = knob(4, "transformer blocks", at_least=1)
@@ -223,7 +221,7 @@ def setup(c: TrainConfig, resumed: dict | None, source: dict | None, rank: int, 
         raw_model.value_head.requires_grad_(False)
     optimizer = raw_model.configure_optimizer(c.weight_decay, c.learning_rate)
     scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == torch.float16)
-    batches = Batches(dataset.train, c.batch_size, c.seed, rank, world, c.length_pool)
+    batches = Batches(dataset.train, c.batch_size, c.seed, rank, world)
     state = restore(resumed, optimizer, scaler, batches) if resumed else State()
     model = torch.compile(raw_model) if c.compile else raw_model
     if world > 1:
