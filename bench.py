@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from iqlearn import check_coefficients, iqlearn_loss
-from data import Batches, collate, load_dataset
+from data import Batches, collate, length_chunks, load_dataset
 from gpt2 import GPT2_SIZES, GPT2_VOCAB
 from model import GPT, GPTConfig
 from runtime import CheckpointError, Parser, load_checkpoint, param_counts, pick_device, pick_dtype, step_memory
@@ -57,21 +57,20 @@ NOT_WITH_ALGORITHMS = ["n_layer", "n_head", "n_embd", "block_size", "batch_size"
 def train_defaults() -> dict:
     """train.py's default run, derived from its TrainConfig: the model, the batch and lambda, the
     built-in task's compact vocabulary, its batches' mean padded length, and the share of the
-    positions they compute that are the data's (useful / computed), also with uniform batches
-    (--length_pool 1) for comparison; over 200 batches each."""
+    positions its steps compute that are the data's (useful / computed), with its --batch_chunks
+    (data.length_chunks) and in one padded pass for comparison; over 200 batches."""
     from train import TrainConfig, data_spec  # a script's defaults; only --default_config needs them
     c = TrainConfig()
     dataset = load_dataset(data_spec(c), c.block_size)
-    shapes = {}
-    for pool in (c.length_pool, 1):
-        batches = Batches(dataset.train, c.batch_size, c.seed, length_pool=pool)
-        rows = [batches.next() for _ in range(200)]
-        computed = [collate(items)[0].size for items in rows]
-        useful = sum(len(it.tokens) - 1 for items in rows for it in items)
-        shapes[pool] = (statistics.mean(n // c.batch_size for n in computed), useful / sum(computed))
+    batches = Batches(dataset.train, c.batch_size, c.seed)
+    rows = [batches.next() for _ in range(200)]
+    useful = sum(len(it.tokens) - 1 for items in rows for it in items)
+    computed = {k: sum(collate(chunk)[0].size for items in rows for chunk, _ in length_chunks(items, k))
+                for k in (c.batch_chunks, 1)}
     return dict(vocab_size=dataset.vocab.size, block_size=c.block_size, n_layer=c.n_layer, n_head=c.n_head,
-                n_embd=c.n_embd, batch_size=c.batch_size, seq_len=round(shapes[c.length_pool][0]), lam=c.lam,
-                length_pool=c.length_pool, useful_share=shapes[c.length_pool][1], useful_share_uniform=shapes[1][1])
+                n_embd=c.n_embd, batch_size=c.batch_size, seq_len=round(computed[1] / len(rows) / c.batch_size),
+                lam=c.lam, batch_chunks=c.batch_chunks, useful_share=useful / computed[c.batch_chunks],
+                useful_share_one_pass=useful / computed[1])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -343,7 +342,7 @@ def benchmark(args: argparse.Namespace) -> dict:
     result["tokens_per_s"], result["mfu"] = result["iqlearn_tokens_per_s"], result["iqlearn_mfu"]
     result.update(loss_ratios(args))
     if args.default_config:
-        result.update({k: getattr(args, k) for k in ("length_pool", "useful_share", "useful_share_uniform")})
+        result.update({k: getattr(args, k) for k in ("batch_chunks", "useful_share", "useful_share_one_pass")})
     return result
 
 
@@ -380,8 +379,8 @@ def print_report(r: dict) -> None:
         print(f"the loss alone at {what}: IQLearn {ms['iqlearn']:.2f} ms, cross-entropy {ms['mle']:.2f} ms, "
               f"ratio {r[f'loss_ratio_{regime}']:.3f}")
     if r["default_config"]:
-        print(f"useful / computed positions of the default run's batches: {r['useful_share']:.3f} "
-              f"(--length_pool {r['length_pool']}); {r['useful_share_uniform']:.3f} with uniform batches")
+        print(f"useful / computed positions of the default run's steps: {r['useful_share']:.3f} "
+              f"(--batch_chunks {r['batch_chunks']}); {r['useful_share_one_pass']:.3f} in one padded pass")
 
 
 def memory_table(batch_size: int, block_size: int) -> list[dict]:

@@ -365,6 +365,22 @@ def collate(items: list[Item], pad_id: int = 0, with_last_state: bool = False
     return x, y, done
 
 
+def length_chunks(items: list[Item], k: int) -> list[tuple[list[Item], float]]:
+    """A batch as at most k chunks of rows of similar length, each with its share of the batch's
+    actions. collate pads a batch to its longest row (on the built-in task a fifth of the positions
+    are padding); a chunk is padded only to its own, so computing the chunks one after the other
+    costs less, and their mean losses weighted by these shares add up to the whole batch's mean
+    loss: exactly, for nll and entropy (means over actions), and for td too where every row ends in
+    a terminal action (each action then has a next state, so td averages over the same positions).
+    Rows that do not (text windows, cut samples) stay one chunk, weight 1."""
+    if k == 1 or not all(it.terminal for it in items):
+        return [(items, 1.0)]
+    rows = sorted(items, key=lambda it: len(it.tokens))
+    actions = [len(it.tokens) - 1 - max(it.n_prompt - 1, 0) for it in rows]  # collate's targets
+    bounds = np.linspace(0, len(rows), min(k, len(rows)) + 1).round().astype(int)
+    return [(rows[a:b], sum(actions[a:b]) / sum(actions)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
 class Batches:
     """An endless stream of batches over items: each epoch visits them in a fresh random order
     (derived from seed and epoch, so the stream's whole state is two integers and resumes exactly).

@@ -28,8 +28,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from data import (IGNORE, Batches, Dataset, Item, Problem, Vocab, collate, data_spec, greedy_accuracy, load_dataset,
-                  policy_samples, problems_from)
+from data import (IGNORE, Batches, Dataset, Item, Problem, Vocab, collate, data_spec, greedy_accuracy,
+                  length_chunks, load_dataset, policy_samples, problems_from)
 from gpt2 import GPT2_SIZES
 from iqlearn import check_coefficients, iqlearn_loss, iqlearn_online_loss, policy_entropy
 from model import GPT
@@ -69,6 +69,8 @@ class TrainConfig:
     lr_decay_iters: int | None = knob(None, "length of the cosine schedule; default max_iters")
     batch_size: int = knob(32, "examples per micro-step per process", at_least=1)
     grad_accum: int = knob(1, "micro-steps per iteration", at_least=1)
+    batch_chunks: int = knob(4, "compute each batch as this many passes over rows of similar length, each padded "
+                                "to its own longest row (the same loss, less padding); 1 = one pass", at_least=1)
     learning_rate: float = knob(2e-3, "peak learning rate (AdamW)")
     min_lr: float = knob(2e-4, "learning rate at the end of the cosine decay")
     warmup_iters: int = knob(100, "linear learning-rate warm-up", at_least=0)
@@ -272,14 +274,19 @@ class Step:
 
 def accumulate_gradients(run: Run, experts: list[list[Item]], policy: list[list[Item]] | None
                          ) -> tuple[torch.Tensor, int]:
-    """Backward over the micro-batches; their mean [loss, nll, td] and the tokens seen."""
+    """Backward over the micro-batches, each in chunks of rows of similar length (data.length_chunks:
+    less padding, the same loss); their mean [loss, nll, td] and the tokens computed. Online, expert
+    and policy rows share a pass and the value gap couples them, so a micro-batch is one chunk."""
     c, means, n_tokens = run.config, 0.0, 0
-    for micro, expert in enumerate(experts):
-        sync = run.world == 1 or micro == c.grad_accum - 1  # DDP all-reduces on the last micro-step
+    pieces = [(micro, chunk, share) for micro, expert in enumerate(experts)
+              for chunk, share in length_chunks(expert, 1 if policy else c.batch_chunks)]
+    for i, (micro, chunk, share) in enumerate(pieces):
+        sync = run.world == 1 or i == len(pieces) - 1  # DDP all-reduces on the last backward
+        weight = share / c.grad_accum
         with contextlib.nullcontext() if sync else run.model.no_sync():
-            loss, stats, n = training_loss(run.model, expert, policy and policy[micro], c, run.device, run.dtype)
-            run.scaler.scale(loss / c.grad_accum).backward()
-        means += torch.stack([loss.detach(), stats["nll"], stats["td"]]) / c.grad_accum
+            loss, stats, n = training_loss(run.model, chunk, policy and policy[micro], c, run.device, run.dtype)
+            run.scaler.scale(loss * weight).backward()
+        means += torch.stack([loss.detach(), stats["nll"], stats["td"]]) * weight
         n_tokens += n
     return means, n_tokens
 

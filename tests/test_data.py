@@ -218,3 +218,20 @@ def test_policy_samples_are_drawn_in_eval_mode():
     with torch.no_grad():
         noisy = model.generate(prompts, len(expected[0]), temperature=1.0, eos_id=dataset.vocab.eos)
     assert noisy != expected  # dropout does change the draws: the check above can fail
+
+
+def test_length_chunks_sort_cut_and_weight_rows_by_their_actions():
+    EOS = 9
+    rows = [data.Item(np.array([1] * n + [EOS]), p, True) for n, p in [(6, 2), (2, 1), (9, 3), (4, 0)]]
+    # actions per row, by hand (len - 1 - max(n_prompt - 1, 0)): 5, 2, 7, 4
+    chunks = data.length_chunks(rows, 2)
+    assert [[len(it.tokens) for it in chunk] for chunk, _ in chunks] == [[3, 5], [7, 10]]
+    # the short pair has 2 + 4 = 6 actions, the long pair 5 + 7 = 12: shares 1/3 and 2/3
+    assert [share for _, share in chunks] == pytest.approx([6 / 18, 12 / 18])
+    for chunk, _ in chunks:   # collate agrees on each chunk's action count
+        assert int((collate(chunk)[1] != IGNORE).sum()) == sum(len(it.tokens) - 1 - max(it.n_prompt - 1, 0)
+                                                               for it in chunk)
+    assert data.length_chunks(rows, 1) == [(rows, 1.0)]
+    assert len(data.length_chunks(rows, 9)) == 4             # no more chunks than rows
+    window = data.Item(np.array([1, 2, 3]), 0, False)        # a row without a terminal: one chunk
+    assert data.length_chunks(rows + [window], 2) == [(rows + [window], 1.0)]

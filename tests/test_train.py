@@ -359,3 +359,27 @@ def test_val_metrics_average_the_first_val_batches_and_hand_the_model_back_in_tr
             expected.append(iqlearn_loss(model(x), y, lam=0.5, done=done)[1]["nll"].item())
     assert metrics["val_nll"] == pytest.approx(sum(expected) / 4, rel=1e-6)
     assert "accuracy" not in metrics  # no problems given
+
+
+def test_batch_chunks_give_the_gradient_and_statistics_of_one_padded_pass(tmp_path):
+    """--batch_chunks computes a batch as passes over rows of similar length; the gradient and the
+    logged nll and td must be those of the whole batch's mean loss in one pass."""
+    import dataclasses
+    c = train.TrainConfig(lam=0.5, gamma=0.9, entropy_coef=0.05, value_head=True, n_layer=1, n_head=2, n_embd=32,
+                          block_size=96, task_train=64, eval_problems=0, batch_size=12, out_dir=str(tmp_path))
+    run, _ = train.setup(c, None, None, 0, 1, "cpu")
+    expert = run.batches.next()
+    assert len({len(it.tokens) for it in expert}) > 4       # lengths differ, so chunks pad less
+    with torch.no_grad():                                   # a head far from 0: its gradient matters
+        run.raw_model.value_head.weight.normal_()
+    loss, stats, _ = train.training_loss(run.model, expert, None, c, "cpu", torch.float32)
+    loss.backward()
+    params = [p for p in run.raw_model.parameters() if p.grad is not None]
+    reference = [p.grad.clone() for p in params]
+    for k in (2, 5):
+        run.optimizer.zero_grad(set_to_none=True)
+        run.config = dataclasses.replace(c, batch_chunks=k)
+        means, _ = train.accumulate_gradients(run, [expert], None)
+        torch.testing.assert_close(means, torch.stack([loss, stats["nll"], stats["td"]]).detach())
+        for p, g in zip(params, reference):
+            torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6)
