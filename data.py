@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import tiktoken
 
-from runtime import UserError
+from errors import UserError
 from task import TaskConfig, builtin_task
 
 IGNORE = -1

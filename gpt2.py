@@ -20,7 +20,7 @@ import torch
 
 from data import Vocab
 from model import GPTConfig
-from runtime import CheckpointError
+from errors import CheckpointError
 
 # OpenAI's published GPT-2 sizes (Radford et al. 2019): name -> (n_layer, n_head, n_embd). All have
 # 1,024 positions and the 50,257-token vocabulary of the BPE that data.py uses.

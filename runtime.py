@@ -21,20 +21,12 @@ from dataclasses import field, fields
 import torch
 import torch.distributed as dist
 
+from errors import CheckpointError, UserError  # noqa: F401  (every script takes them from here)
 from model import GPT, GPTConfig
 
 
 # ----------------------------------------------------------------------------------------------
 # User errors and flags
-
-class UserError(ValueError):
-    """Bad input from the user (a flag, a file, a busy out_dir): every script's main prints it as one
-    line and exits 2, never with a traceback."""
-
-
-class CheckpointError(UserError):
-    """A missing, unreadable, incomplete or unfitting checkpoint."""
-
 
 class Parser(argparse.ArgumentParser):
     """argparse that reports a bad flag in one line, not a usage dump (exit 2)."""

@@ -1,0 +1,160 @@
+"""Every run of the Results, each written once: a Method is one recipe over seeds (its name, script,
+flags, the run it starts from, and its label and colour in the figures); a group is an evaluation
+and a list of runs. Renaming a run is a one-line change here; the runner, tables and figures take
+their names from these objects."""
+
+import os
+from dataclasses import dataclass
+
+RUNS, RESULTS = "runs", "results"   # checkpoints (not kept in git); logs and evaluations (kept)
+# The experiments use a narrower model than train.py's default (128 wide instead of 256): three
+# times cheaper, so that all of them fit in about an hour on two CPU cores.
+MODEL = ("--n_embd", "128", "--n_head", "4")
+ITERS = 1200           # iterations of a from-scratch run, as in the default recipe
+SMALL_ITERS = 600      # small-data runs: 600 x 32 examples = 38 epochs of 500 problems
+SEEDS = (1, 2, 3)
+FRONTIER_SEEDS = (1, 2, 3, 4, 5)
+SCRATCH = MODEL + ("--max_iters", str(ITERS), "--eval_interval", "200")
+FINETUNE = ("--max_iters", "400", "--eval_interval", "100", "--warmup_iters", "0", "--learning_rate", "5e-4",
+            "--min_lr", "5e-5")
+SMALL = MODEL + ("--max_iters", str(SMALL_ITERS), "--eval_interval", "100", "--task_train", "500")
+RECIPE_FLAGS = ("--lambda", "0.1", "--gamma", "0.9")
+ONLINE_FLAGS = ("--mixin", "0.1", "--sample_every", "4")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """How a group's runs are evaluated: `sample.py --out_dir runs/<name> <flags>`, whose JSON lines
+    are kept in results/<name>/<result_file>."""
+    flags: tuple[str, ...]
+    result_file: str = "eval.json"
+
+
+EVAL = Evaluation(("--eval", "--json", "--num_problems", "200", "--num_samples", "5"))
+QUICKSTART_EVAL = Evaluation(("--eval", "--json"))   # the README's `sample.py --eval`, as JSON
+TEMPERATURES = "0.5,0.7,1.0,1.3"
+FRONTIER_EVAL = Evaluation(EVAL.flags[:3] + ("300", "--num_samples", "5", "--temperature", TEMPERATURES),
+                           "frontier.json")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training: `python <script> <flags> --out_dir runs/<name>`, from the final checkpoint of
+    the run `base` when there is one."""
+    name: str
+    script: str
+    flags: tuple[str, ...]
+    base: "Run | None" = None
+
+    @property
+    def max_iters(self) -> int | None:
+        return int(self.flags[self.flags.index("--max_iters") + 1]) if "--max_iters" in self.flags else None
+
+
+@dataclass(frozen=True)
+class Method:
+    """One recipe over seeds: the run of seed s is <prefix>_s<s>, trained by `script` with
+    schedule + --seed s + (--init_from the base's run of seed s) + flags. A method without a
+    schedule is a README command, run once under its own name."""
+    prefix: str
+    flags: tuple[str, ...]
+    schedule: tuple[str, ...] | None = SCRATCH
+    base: "Method | None" = None
+    script: str = "train.py"
+    label: str = ""
+    colour: str = "black"
+
+    def name(self, seed: int) -> str:
+        return f"{self.prefix}_s{seed}"
+
+    def run(self, seed: int | None = None) -> Run:
+        if self.schedule is None:
+            return Run(self.prefix, self.script, self.flags)
+        base = self.base.run(seed) if self.base else None
+        start = ("--init_from", os.path.join(RUNS, base.name, "ckpt.pt")) if base else ()
+        return Run(self.name(seed), self.script, (*self.schedule, "--seed", str(seed), *start, *self.flags), base)
+
+
+def lam_name(x: float) -> str:
+    return f"{x:g}"
+
+
+def iq(lam: float, *extra: str, prefix: str = "sweep_lam", **kw) -> Method:
+    return Method(f"{prefix}{lam_name(lam)}", ("--lambda", lam_name(lam), *extra), **kw)
+
+
+# The README's quick start: its two commands exactly (train.py's default model and flags).
+QUICKSTART = [Method("quickstart_lam0.5", ("--lambda", "0.5"), None), Method("quickstart_lam0", ("--lambda", "0"), None)]
+LAMBDAS = (0.0, 0.01, 0.1, 0.5, 1.0)
+SWEEP = {0.0: iq(0.0, label="MLE"), 0.01: iq(0.01, label="IQLearn λ = 0.01", colour="#74c476"),
+         0.1: iq(0.1, label="IQLearn λ = 0.1", colour="#41ab5d"),
+         0.5: iq(0.5, label="IQLearn λ = 0.5", colour="#8c6d31"), 1.0: iq(1.0)}
+MLE = SWEEP[0.0]
+RECIPE = Method("gamma0.9_lam0.1", RECIPE_FLAGS, label="IQLearn λ = 0.1, γ = 0.9 (recipe)", colour="#d62728")
+HEAD = {0.1: iq(0.1, "--value_head", prefix="head_lam", label="λ = 0.1 + value head", colour="#fdae6b"),
+        0.5: iq(0.5, "--value_head", prefix="head_lam", label="λ = 0.5 + value head", colour="#e6550d")}
+HEAD_RECIPE = Method("head_gamma0.9_lam0.1", (*RECIPE_FLAGS, "--value_head"), label="recipe + value head",
+                     colour="#9467bd")
+ENTROPY_COEFS = (0.01, 0.03, 0.1)
+ENTROPY = {c: Method(f"entropy{c:g}", ("--lambda", "0", "--entropy_coef", str(c)), label=f"MLE + entropy {c:g}",
+                     colour=colour) for c, colour in zip(ENTROPY_COEFS, ("#9ecae1", "#4292c6", "#08519c"))}
+SMALL_DATA = [Method("small_mle", ("--lambda", "0"), SMALL), Method("small_entropy", ("--lambda", "0", "--entropy_coef",
+              "0.01"), SMALL), Method("small_lam0.5", ("--lambda", "0.5"), SMALL)]
+ONLINE = [Method("online_mix0.1", ("--lambda", "0.5", *ONLINE_FLAGS)),
+          Method("online_gamma0.9_lam0.1", (*RECIPE_FLAGS, *ONLINE_FLAGS))]
+# The paper's protocol: fine-tuning from each seed's MLE run (iteration 0 = its final checkpoint).
+finetuned = lambda lam, *extra, prefix="finetune_lam", **kw: iq(lam, *extra, prefix=prefix, schedule=FINETUNE, base=MLE, **kw)
+FINETUNED = {0.0: finetuned(0.0, label="MLE, then MLE"), **{lam: finetuned(lam) for lam in (0.01, 0.1, 0.5)}}
+FINETUNED_HEAD = {0.1: finetuned(0.1, "--value_head", prefix="finetune_head_lam"),
+                  0.5: finetuned(0.5, "--value_head", prefix="finetune_head_lam", label="MLE, then IQLearn λ = 0.5 + head",
+                                 colour="#e6550d")}
+FINETUNED_HEAD_RECIPE = Method("finetune_head_gamma0.9_lam0.1", (*RECIPE_FLAGS, "--value_head"), FINETUNE, MLE,
+                               label="MLE, then the recipe + head", colour="#d62728")
+# GAIL (gail.py takes the same flags) from the same MLE bases.
+gail = lambda prefix, flags, label, colour: Method(prefix, flags, FINETUNE, MLE, "gail.py", label, colour)
+GAIL = gail("gail_mle1", (), "MLE, then GAIL", "#3182bd")
+GAIL_SHUFFLED = gail("gail_shuffled_mle1", ("--shuffle_rewards",), "GAIL, shuffled rewards", "#9ecae1")
+GAIL_NO_MLE = gail("gail_mle0", ("--mle_weight", "0"), "GAIL without the MLE loss", "#756bb1")
+GAIL_NO_MLE_SHUFFLED = gail("gail_shuffled_mle0", ("--shuffle_rewards", "--mle_weight", "0"),
+                            "the same, shuffled rewards", "#bcbddc")
+
+
+def by_seed(methods: list[Method], seeds: tuple[int, ...] = SEEDS) -> list[Run]:
+    """Seed by seed, every method of the seed: an interrupted group leaves whole seeds."""
+    return [m.run(s) for s in seeds for m in methods]
+
+
+def by_method(methods: list[Method], seeds: tuple[int, ...] = SEEDS) -> list[Run]:
+    """Method by method, each through all its seeds: an interrupted group leaves whole methods."""
+    return [m.run(s) for m in methods for s in seeds]
+
+
+@dataclass(frozen=True)
+class Group:
+    evaluation: Evaluation
+    runs: list[Run]
+
+
+# The frontier compares methods from scratch across sampling temperatures; MLE and the recipe get
+# more seeds, since their difference is the verdict, as does λ = 0.01 (it looked positive on 2
+# seeds, as the recipe had). The order is the order of importance.
+FRONTIER_RUNS = (by_seed([MLE, RECIPE], FRONTIER_SEEDS) + by_method([HEAD_RECIPE, *ENTROPY.values(), SWEEP[0.5]])
+                 + by_method([SWEEP[0.01]], FRONTIER_SEEDS) + by_method([SWEEP[0.1], *HEAD.values()]))
+GROUPS = {
+    "quickstart": Group(QUICKSTART_EVAL, [m.run() for m in QUICKSTART]),
+    "sweep": Group(EVAL, by_seed([SWEEP[lam] for lam in LAMBDAS])),
+    "protocol": Group(EVAL, by_seed(list(FINETUNED.values()))),
+    "remedies": Group(EVAL, by_seed([RECIPE])),
+    "small_data": Group(EVAL, by_seed(SMALL_DATA)),
+    "online": Group(EVAL, by_seed(ONLINE)),
+    # The protocol with and without a value head (its from-scratch runs are in the frontier).
+    "value_head": Group(EVAL, by_seed([FINETUNED[0.0], FINETUNED[0.1], FINETUNED[0.5], *FINETUNED_HEAD.values(),
+                                       FINETUNED_HEAD_RECIPE])),
+    "frontier": Group(FRONTIER_EVAL, FRONTIER_RUNS),
+    # GAIL after the IQLearn it is compared with that the value-head group does not already evaluate.
+    "gail": Group(EVAL, by_method([FINETUNED_HEAD_RECIPE, GAIL, GAIL_SHUFFLED, GAIL_NO_MLE])),
+    # MLE -> MLE, -> IQLearn (λ = 0.5 + head; the recipe + head), -> GAIL, across temperatures
+    "gail_frontier": Group(FRONTIER_EVAL, by_method([FINETUNED[0.0], FINETUNED_HEAD[0.5], GAIL, FINETUNED_HEAD_RECIPE])),
+    "gail_controls": Group(EVAL, by_method([GAIL_NO_MLE_SHUFFLED])),
+}
+ALL_RUNS = {run.name: run for group in GROUPS.values() for run in group.runs}
