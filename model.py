@@ -13,7 +13,7 @@ are unchanged), while V(s) = logsumexp Q(s, .) shifts by v(h), so the TD term ca
 through v instead of the logits.
 
 GPT-2: with `bias=True` and `gelu_approximate="tanh"` this is OpenAI's GPT-2 layout exactly, and
-`GPT.from_pretrained("gpt2")` loads its published weights (gpt2.py reads them).
+gpt2.py reads its published weights (`--init_from gpt2`); this file imports nothing of the project.
 
 Incremental decoding: pass a `KVCache` to `forward` and the model appends the new positions' keys
 and values to it, so generating n tokens costs n short forward passes instead of n full ones.
@@ -129,16 +129,6 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
-
-    @classmethod
-    def from_pretrained(cls, name_or_dir: str, block_size: int | None = None, dropout: float = 0.0,
-                        value_head: bool = False) -> "GPT":
-        """OpenAI's GPT-2 (`gpt2` ... `gpt2-xl`, or a local Hugging Face folder) as this model, its
-        position table cropped to block_size; a value head starts at zero. gpt2.py fetches, checks
-        and renames the weights (CheckpointError when they cannot be had or do not fit)."""
-        from gpt2 import gpt2_checkpoint  # the optional packages' path: imported only when used
-        from runtime import model_from_checkpoint
-        return model_from_checkpoint(gpt2_checkpoint(name_or_dir, block_size, dropout, value_head))
 
     def num_params(self, non_embedding: bool = True) -> int:
         """Parameter count; the position table is left out by default (as in the 6N FLOPs rule)."""

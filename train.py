@@ -30,7 +30,6 @@ from tqdm import tqdm
 
 from data import (IGNORE, Batches, Dataset, Item, Problem, Vocab, collate, data_spec, greedy_accuracy,
                   length_chunks, load_dataset, policy_samples, problems_from)
-from gpt2 import GPT2_SIZES
 from iqlearn import check_coefficients, iqlearn_loss, iqlearn_online_loss, policy_entropy
 from model import GPT
 from runtime import (MODEL_FIELDS, StopSignals, UserError, autocast, build_model, check_at_least, checkpoint_path,
@@ -84,7 +83,7 @@ class TrainConfig:
     out_dir: str = knob("out", "where ckpt.pt and log.jsonl go")
     resume: bool = knob(False, "continue from out_dir/ckpt.pt")
     init_from: str | None = knob(None, "start from these weights: a ckpt.pt (e.g. an MLE model), or GPT-2: "
-                                       f"{', '.join(GPT2_SIZES)} or a local Hugging Face GPT-2 folder")
+                                       "gpt2 (-medium, -large, -xl) or a local Hugging Face GPT-2 folder")
     # system
     device: str = knob("auto", "auto (cuda, mps, cpu) or a torch device")
     dtype: str = knob("auto", "autocast precision; auto: bf16 (else fp16) on CUDA, float32 elsewhere",

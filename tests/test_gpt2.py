@@ -14,9 +14,9 @@ import torch
 
 import sample
 import train
-from gpt2 import config_from_hf, config_to_hf, read_hf_config, read_hf_weights, weights_from_hf, weights_to_hf
-from model import GPT
-from runtime import CheckpointError, load_checkpoint
+from gpt2 import (config_from_hf, config_to_hf, gpt2_checkpoint, read_hf_config, read_hf_weights, weights_from_hf,
+                  weights_to_hf)
+from runtime import CheckpointError, load_checkpoint, model_from_checkpoint
 
 needs_transformers = pytest.mark.skipif(
     importlib.util.find_spec("transformers") is None,
@@ -57,7 +57,7 @@ def tiny_gpt2(tmp_path_factory):
 @needs_transformers
 def test_logits_equal_hugging_face_gpt2_with_and_without_the_kv_cache(tiny_gpt2):
     folder, reference = tiny_gpt2
-    ours = GPT.from_pretrained(folder).eval()
+    ours = model_from_checkpoint(gpt2_checkpoint(folder)).eval()
     assert ours.config.bias and ours.config.gelu_approximate == "tanh" and ours.config.vocab_size == 50257
     tokens = torch.randint(0, 50257, (2, 24), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -71,13 +71,13 @@ def test_logits_equal_hugging_face_gpt2_with_and_without_the_kv_cache(tiny_gpt2)
 @needs_transformers
 def test_block_size_crops_the_position_table_and_a_value_head_starts_at_zero(tiny_gpt2):
     folder, reference = tiny_gpt2
-    ours = GPT.from_pretrained(folder, block_size=32, value_head=True).eval()
+    ours = model_from_checkpoint(gpt2_checkpoint(folder, block_size=32, value_head=True)).eval()
     assert ours.wpe.weight.shape == (32, 64) and ours.value_head is not None
     tokens = torch.randint(0, 50257, (1, 32), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         assert torch.allclose(ours(tokens), reference(tokens).logits, atol=1e-5, rtol=0)
     with pytest.raises(CheckpointError, match="longer than the model's 128 positions"):
-        GPT.from_pretrained(folder, block_size=129)
+        gpt2_checkpoint(folder, block_size=129)
 
 
 @needs_transformers

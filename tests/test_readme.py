@@ -3,6 +3,7 @@ pytest selections: each must still select tests. Every relative link in README.m
 point at a file that exists and, for `page.md#anchor`, at a heading that page has. Fast: nothing here
 trains a model."""
 
+import ast
 import glob
 import json
 import os
@@ -158,3 +159,46 @@ def test_the_readme_links_every_docs_page():
     for page in pages()[1:]:
         name = os.path.relpath(page, ROOT)
         assert name in readme_targets, f"README.md does not link {name}"
+
+
+# --- the layout: arrows go one way -------------------------------------------------------------------
+def project_imports() -> dict[str, set[str]]:
+    """module -> the project's modules it imports anywhere in it (at the top or inside a function),
+    from the source (ast), for the files at the top and in lab/."""
+    files = {os.path.splitext(os.path.relpath(p, ROOT))[0].replace(os.sep, ".").removesuffix(".__init__"): p
+             for p in glob.glob(os.path.join(ROOT, "*.py")) + glob.glob(os.path.join(ROOT, "lab", "*.py"))}
+    graph = {}
+    for module, path in files.items():
+        found = set()
+        for node in ast.walk(ast.parse(read(path))):
+            if isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                found |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+        graph[module] = found & files.keys() - {module}
+    return graph
+
+
+def test_the_import_graph_has_no_cycle_and_the_model_imports_nothing_of_the_project():
+    graph = project_imports()
+    assert graph["model"] == set() and graph["iqlearn"] == set()
+    assert {"train", "model", "runtime", "gpt2", "data", "errors", "lab.runner"} <= graph.keys()
+    done, path = set(), []
+
+    def visit(module):   # depth first; a module met again on the current path closes a cycle
+        assert module not in path, "import cycle: " + " -> ".join(path[path.index(module):] + [module])
+        if module not in done:
+            path.append(module)
+            for imported in sorted(graph[module]):
+                visit(imported)
+            path.pop()
+            done.add(module)
+
+    for module in sorted(graph):
+        visit(module)
+
+
+def test_the_tokenizer_and_data_module_import_no_torch():
+    found = subprocess.run([sys.executable, "-c", "import sys, data; print('torch' in sys.modules)"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)
+    assert found.stdout.strip() == "False", found.stderr
