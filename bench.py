@@ -4,7 +4,7 @@ One model, one random batch, full training steps (forward, loss, backward, AdamW
 losses, interleaved so that whatever else the machine does slows both alike:
   MLE      F.cross_entropy on the logits (what iqlearn_loss is at lam = 0)
   IQLearn  iqlearn.iqlearn_loss with lam > 0 (nll + lam * td)
-Reported: median ms/step, tokens/s, peak memory of a step (and what model.step_memory predicts
+Reported: median ms/step, tokens/s, peak memory of a step (and what `runtime.step_memory` predicts
 on paper), MFU on CUDA, and IQLearn/MLE ratios.
 The paper measured +3.7% (T5-base, 196 vs 189 ms); the loss touches the largest tensor of the
 model, the [B, T, V] logits, so a careless one shows up here in time and in memory.
@@ -372,7 +372,7 @@ def print_report(r: dict) -> None:
               f"{'n/a' if mfu is None else f'{100 * mfu:.1f}%':>6}")
     mem_ratio = "n/a" if r["mem_ratio"] is None else f"{r['mem_ratio']:.3f}"
     print(f"IQLearn/MLE: time {r['time_ratio']:.3f}, memory {mem_ratio}")
-    print(f"on paper (model.step_memory, train.py's loss): {r['paper_peak_mib']:.1f} MiB a step on top of "
+    print(f"on paper (runtime.step_memory, train.py's loss): {r['paper_peak_mib']:.1f} MiB a step on top of "
           "the weights and AdamW's moments, as the peaks above")
     for regime, what in [("initial", "initial-like logits"), ("wide", "wide-spread logits")]:
         ms = r[f"loss_{regime}_ms"]
@@ -384,7 +384,7 @@ def print_report(r: dict) -> None:
 
 
 def memory_table(batch_size: int, block_size: int) -> list[dict]:
-    """model.step_memory for each published GPT-2 size, with bf16 autocast and in float32."""
+    """`runtime.step_memory` for each published GPT-2 size, with bf16 autocast and in float32."""
     rows = []
     for name, (n_layer, n_head, n_embd) in GPT2_SIZES.items():
         config = GPTConfig(vocab_size=GPT2_VOCAB, block_size=block_size, n_layer=n_layer, n_head=n_head,
@@ -396,7 +396,7 @@ def memory_table(batch_size: int, block_size: int) -> list[dict]:
 
 
 def print_memory_table(rows: list[dict], batch_size: int, block_size: int) -> None:
-    print(f"Peak memory of a training step on paper (model.step_memory), GiB: batch {batch_size} x block "
+    print(f"Peak memory of a training step on paper (runtime.step_memory), GiB: batch {batch_size} x block "
           f"{block_size}, AdamW, bf16 autocast unless said; add about 1 GiB for the CUDA context")
     print(f"{'model':12} {'params':>7} {'weights+AdamW':>14} {'activations':>12} {'logits':>7} "
           f"{'peak bf16':>10} {'peak fp32':>10}")

@@ -1,7 +1,7 @@
 """Rerun the Results (docs/results.md): every experiment with train.py and `sample.py --eval`, then
 print the tables (markdown) from what the runs left behind.
 
-    python experiments.py                  # everything (about an hour on 2 CPU cores, --jobs 2)
+    python experiments.py                  # everything (many hours on 2 CPU cores)
     python experiments.py --only sweep     # one group; finished runs are skipped, so it resumes
     python experiments.py --only quickstart          # the README quick start's two commands
     python experiments.py --only null_reason         # KL of the recipe to a tempered MLE (Results §9)

@@ -483,7 +483,7 @@ def holding_out_dir(out_dir: str, rank: int, world: int, device: str):
 class StopSignals:
     """SIGINT (Ctrl-C) and SIGTERM (how SLURM, Kubernetes, `timeout` and cloud preemption stop a job)
     only note the first signal's number (`signum`); the training loop shares it with every process
-    (stop_requested) and saves at that iteration boundary, then exits with 128 + the number (130,
+    (`StopSignals.agree`) and saves at that iteration boundary, then exits with 128 + the number (130,
     143). The handler does nothing else, so a second signal while the checkpoint is written cannot
     interrupt the write (SIGKILL still can; the temporary file and rename keep the previous
     checkpoint whole). On leaving the `with` block the previous handlers come back."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 RUNS, RESULTS = "runs", "results"   # checkpoints (not kept in git); logs and evaluations (kept)
 # The experiments use a narrower model than train.py's default (128 wide instead of 256): three
-# times cheaper, so that all of them fit in about an hour on two CPU cores.
+# times cheaper. Even so, all of them take many hours on two CPU cores (run.json: train_seconds).
 MODEL = ("--n_embd", "128", "--n_head", "4")
 ITERS = 1200           # iterations of a from-scratch run, as in the default recipe
 SMALL_ITERS = 600      # small-data runs: 600 x 32 examples = 38 epochs of 500 problems

@@ -202,3 +202,55 @@ def test_the_tokenizer_and_data_module_import_no_torch():
     found = subprocess.run([sys.executable, "-c", "import sys, data; print('torch' in sys.modules)"], cwd=ROOT,
                            capture_output=True, text=True, timeout=60)
     assert found.stdout.strip() == "False", found.stderr
+
+
+# --- names in the prose ------------------------------------------------------------------------------
+QUALIFIED = re.compile(r"`((?:lab\.)?[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)")   # `module.name` at a code span's start
+
+
+def qualified_names() -> list[tuple[str, str]]:
+    """(where, `module.name...`) for every code span that starts with a project module's name or a
+    project class's (`GPT.generate` is read as `model.GPT.generate`), in the pages and in the
+    docstrings of the project's files."""
+    graph, texts, classes = project_imports(), [(os.path.relpath(p, ROOT), read(p)) for p in pages()], {}
+    for module in graph:
+        path = os.path.join(ROOT, *module.split(".")) + (".py" if module != "lab" else "/__init__.py")
+        tree = ast.parse(read(path))
+        texts += [(module, ast.get_docstring(node) or "") for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef))]
+        classes.update({node.name: module for node in tree.body if isinstance(node, ast.ClassDef)})
+    found = [(where, name) for where, text in texts for name in QUALIFIED.findall(text)]
+    return [(where, f"{classes[name.split('.')[0]]}.{name}" if name.split(".")[0] in classes else name)
+            for where, name in found if name.split(".")[0] in graph.keys() | classes.keys()
+            and name.split(".")[1] not in FILE_ENDINGS]
+
+
+FILE_ENDINGS = ("py", "md", "json", "jsonl", "txt", "pt", "bin", "safetensors")   # `train.py`, `model.safetensors`
+
+
+def test_every_backticked_module_name_resolves():
+    """`runtime.load_checkpoint`, `lab.registry.MLE`, `train.TrainConfig.lam` must exist (a renamed or
+    moved function leaves none of them behind)."""
+    import dataclasses
+    import importlib
+    from model import GPT
+    names = qualified_names()
+    assert len(names) > 10
+    stale = []
+    for where, name in names:
+        parts = name.split(".")
+        split = 2 if parts[0] == "lab" else 1
+        try:
+            found = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            stale.append(f"{where}: {name}")
+            continue
+        for part in parts[split:]:
+            fields = {f.name for f in dataclasses.fields(found)} if dataclasses.is_dataclass(found) else set()
+            if name.startswith(f"model.{part}") and hasattr(GPT, part):   # `model.eval()`: the code's name for a GPT
+                found = getattr(GPT, part)
+            elif not hasattr(found, part) and part not in fields:
+                stale.append(f"{where}: {name}")
+                break
+            found = getattr(found, part, None)
+    assert not stale, "names that do not exist: " + "; ".join(stale)
