@@ -1,6 +1,7 @@
 """Sample from a trained model, evaluate it, and look at the rewards it has learned.
 
-    python sample.py --out_dir out                        # samples for val problems
+    python sample.py --out_dir out                        # 5 samples of the first val problem
+    python sample.py --out_dir out --num_problems 5 --num_samples 1   # one each of the first 5
     python sample.py --out_dir out --start "Ann has 3 pens. ... How many?\n" --num_samples 3
     python sample.py --out_dir out --start FILE:prompt.txt --beam 4
     python sample.py --out_dir out --eval [--json]        # accuracy, diversity, nll, rewards
@@ -33,18 +34,23 @@ from model import GPT, cut_after_eos, left_pad
 from runtime import CheckpointError, Parser, UserError, load_checkpoint, model_from_checkpoint, pick_device
 
 
+EVAL_BEAM = 4   # --eval's beam width unless --beam says another: the paper's beam-dependence measurement
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = Parser(prog="sample.py", description=__doc__.split("\n\n")[0],
                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
     a("--out_dir", default="out", help="the run whose ckpt.pt to load")
     a("--start", default=None, help="prompt text, or FILE:path; default: problems of the val split")
-    a("--num_samples", type=int, default=5, help="samples to print; with --eval, samples per problem")
+    a("--num_samples", type=int, default=None,
+      help="samples of each prompt (the --start prompt, or each problem); default 5; one if decoding is deterministic")
     a("--max_new_tokens", type=int, default=256, help="at most this many (and never past block_size)")
     a("--temperature", type=temperatures, default=[1.0],
       help="0 = greedy; with --eval a comma-separated grid, e.g. 0.5,0.7,1.0,1.3 (one row each)")
     a("--top_k", type=int, default=None, help="sample from the k most likely tokens only")
-    a("--beam", type=int, default=None, help="beam search of this width (1 = greedy); --eval: default 4")
+    a("--beam", type=int, default=None, help="beam search of this width (1 = greedy): decode with it, or with "
+      f"--eval the width that accuracy_beam measures (default {EVAL_BEAM} there)")
     a("--seed", type=int, default=1337, help="of the sampling generator")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--eval", action="store_true", help="measure accuracy, diversity, nll, rewards")
@@ -54,7 +60,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     a("--calculator", action="store_true",
       help="with --eval: greedy accuracy with a calculator filling in each <<expr= too (GSM8K)")
     a("--split", default="val", choices=["val", "test"], help="whose problems, when there is no --start")
-    a("--num_problems", type=int, default=200, help="--eval: at most this many problems")
+    a("--num_problems", type=int, default=None, help="the first this many problems of --split, when there is no "
+      "--start; default 200 with --eval, else 1")
     a("--device", default="auto", help="auto (cuda, mps, cpu) or a torch device")
     args = p.parse_args(argv)
     if args.beam is not None and args.beam < 1:
@@ -70,6 +77,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--calculator goes with --eval")
     if args.eval and args.start is not None:
         p.error("--eval measures the --split problems; it takes no --start")
+    if args.rewards and (args.num_samples or args.num_problems):
+        p.error("--rewards shows one sample of one prompt; it takes no --num_samples or --num_problems")
+    if args.start is not None and args.num_problems:
+        p.error("--num_problems counts --split problems; a --start prompt is one")
+    # The defaults that depend on the mode, set once, here.
+    args.num_samples = args.num_samples or 5
+    args.num_problems = args.num_problems or (200 if args.eval else 1)
+    args.beam = args.beam or (EVAL_BEAM if args.eval else None)
     return args
 
 
@@ -350,6 +365,7 @@ def read_prompt(start: str, vocab: Vocab, block_size: int) -> list[int]:
 
 
 def sample_or_evaluate(args: argparse.Namespace) -> int:
+    """Load the run's checkpoint, then one of the three jobs: --eval, --rewards, or samples."""
     try:
         device = pick_device(args.device)
     except ValueError as e:
@@ -357,42 +373,49 @@ def sample_or_evaluate(args: argparse.Namespace) -> int:
     checkpoint = load_checkpoint(os.path.join(args.out_dir, "ckpt.pt"))
     model = model_from_checkpoint(checkpoint).to(device).eval()
     vocab = Vocab.from_state(checkpoint["vocab"])
-    gamma, block = checkpoint["config"]["gamma"], model.config.block_size
+    if args.eval:
+        return evaluate(model, checkpoint, vocab, args, device)
     if args.rewards and checkpoint.get("algorithm") == "gail":
         raise UserError("--rewards shows IQLearn's implicit rewards; a GAIL run's reward is its discriminator's")
-    generator = torch.Generator(device).manual_seed(args.seed)
-    temperature = args.temperature[0]  # a grid only with --eval
-
-    if args.start is not None:  # one prompt, num_samples continuations (one, if deterministic)
-        deterministic = args.beam or temperature == 0 or args.rewards
-        prompt = read_prompt(args.start, vocab, block)
-        problems = [Problem(prompt, [], "")] * (1 if deterministic else args.num_samples)
-    else:  # one sample for each of the first problems
-        n = args.num_problems if args.eval else 1 if args.rewards else args.num_samples
-        problems, checkable = load_problems(checkpoint, vocab, args.split, n, block)
-    if args.eval:
-        args.beam = args.beam or 4
-        rows = measure(model, vocab, problems, checkable, args, gamma, device)
-        if checkpoint.get("algorithm") == "gail":
-            rows = [{**row, **dict.fromkeys(IMPLICIT_REWARD_KEYS)} for row in rows]
-        print("\n".join(map(json.dumps, rows)) if args.json else table(rows, checkpoint))
-        return 0
-    prompts = [p.prompt for p in problems]
+    if args.start is not None:
+        problems = [Problem(read_prompt(args.start, vocab, model.config.block_size), [], "")]
+    else:
+        problems, _ = load_problems(checkpoint, vocab, args.split, args.num_problems, model.config.block_size)
+    deterministic = args.beam or args.temperature[0] == 0 or args.rewards
+    repeated = [p for p in problems for _ in range(1 if deterministic else args.num_samples)]
+    prompts = [p.prompt for p in repeated]
     if args.beam:
         outputs = beam_search_all(model, prompts, args.beam, args.max_new_tokens, vocab.eos)
     else:
-        outputs = model.generate(prompts, args.max_new_tokens, temperature, args.top_k, vocab.eos, generator)
+        generator = torch.Generator(device).manual_seed(args.seed)
+        outputs = model.generate(prompts, args.max_new_tokens, args.temperature[0], args.top_k, vocab.eos, generator)
     if args.rewards:
-        scored = score(model, prompts, outputs, gamma, vocab.eos)[0]
-        show_rewards(vocab, prompts[0], outputs[0], scored, gamma, problems[0].reference)
-        return 0
+        gamma = checkpoint["config"]["gamma"]
+        show_rewards(vocab, prompts[0], outputs[0], score(model, prompts, outputs, gamma, vocab.eos)[0], gamma,
+                     repeated[0].reference)
+    else:
+        print_samples(vocab, repeated, outputs)
+    return 0
+
+
+def evaluate(model: GPT, checkpoint: dict, vocab: Vocab, args: argparse.Namespace, device: str) -> int:
+    """--eval: the measurements on the first --num_problems problems, as a table or JSON Lines."""
+    problems, checkable = load_problems(checkpoint, vocab, args.split, args.num_problems, model.config.block_size)
+    rows = measure(model, vocab, problems, checkable, args, checkpoint["config"]["gamma"], device)
+    if checkpoint.get("algorithm") == "gail":
+        rows = [{**row, **dict.fromkeys(IMPLICIT_REWARD_KEYS)} for row in rows]
+    print("\n".join(map(json.dumps, rows)) if args.json else table(rows, checkpoint))
+    return 0
+
+
+def print_samples(vocab: Vocab, problems: list[Problem], outputs: list[list[int]]) -> None:
+    """Each prompt with its continuation, and whether the answer is right where it can be checked."""
     for problem, output in zip(problems, outputs):
         print(vocab.decode(problem.prompt) + text_of(vocab, output))
         if extract_answer(problem.reference) is not None:
             print(f"[{'correct' if correct(vocab, output, problem) else 'wrong'}: "
                   f"the reference answer is {extract_answer(problem.reference):g}]")
         print("---------------")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

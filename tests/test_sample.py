@@ -218,3 +218,26 @@ def test_training_log_and_eval_measure_greedy_accuracy_alike(tmp_path, capsys):
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["num_problems"] == 4
     assert logged == evaluated["accuracy_greedy"] == 0.75
+
+
+@pytest.mark.parametrize("flags, outputs", [([], 5), (["--num_problems", 2, "--num_samples", 3], 6),
+                                            (["--num_problems", 2, "--temperature", 0], 2),
+                                            (["--start", "Ann has 3 pens.\n", "--num_samples", 2], 2),
+                                            (["--start", "Ann has 3 pens.\n", "--beam", 2], 1)])
+def test_num_samples_is_the_samples_of_each_prompt_and_num_problems_the_problems(out_dir, capsys, flags, outputs):
+    code, out, err = run_main(["--out_dir", out_dir, "--max_new_tokens", 6, *flags], capsys)
+    shown = out.split("---------------\n")[:-1]
+    assert code == 0 and len(shown) == outputs, err
+    prompts = [s.split("\n")[0] for s in shown]   # each problem's samples together, in order
+    assert prompts == sorted(prompts, key=prompts.index) and len(set(prompts)) == (2 if "--num_problems" in flags else 1)
+
+
+def test_the_beam_width_of_eval_is_4_unless_beam_says_and_rewards_takes_one_sample(out_dir, capsys):
+    for flags, width in (([], 4), (["--beam", 2], 2)):
+        code, out, err = run_main(["--out_dir", out_dir, "--eval", "--json", "--num_problems", 1, "--num_samples", 2,
+                                   "--max_new_tokens", 4, *flags], capsys)
+        assert code == 0 and json.loads(out)["beam"] == width, err
+    for flags in (["--rewards", "--num_samples", 2], ["--start", "Ann", "--num_problems", 2]):
+        code, out, err = run_main(["--out_dir", out_dir, *flags], capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1
+    assert sample.parse_args([]).beam is None   # sampling, not beam search
