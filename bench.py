@@ -31,7 +31,7 @@ import os
 import statistics
 import sys
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Callable
 
 import torch
@@ -39,16 +39,16 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from iqlearn import check_coefficients, iqlearn_loss
-from data import Batches, collate, length_chunks, load_dataset
+from data import IGNORE, Batches, collate, length_chunks, load_dataset
 from gpt2 import GPT2_SIZES, GPT2_VOCAB
 from model import GPT, GPTConfig
-from runtime import CheckpointError, Parser, load_checkpoint, param_counts, pick_device, pick_dtype, step_memory
+from runtime import (DTYPES, CheckpointError, Parser, autocast, grad_scaler, load_checkpoint, param_counts, pick_device,
+                     pick_dtype, step_memory)
 
 
 # Dense bf16 (= fp16) tensor-core peak FLOP/s, matched on torch.cuda.get_device_name(), first
 # match wins. A float32 run is measured against the same peak, as nanoGPT does.
 PEAK_FLOPS = [("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("A100", 312e12)]
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # What --algorithms takes from its checkpoint's run instead (the model, batch and data), or has no use for.
 NOT_WITH_ALGORITHMS = ["n_layer", "n_head", "n_embd", "block_size", "batch_size", "vocab_size", "gpt2",
                        "memory_table", "compile", "peak_flops", "default_config"]
@@ -159,10 +159,10 @@ def make_batch(args: argparse.Namespace, device: str
     idx, targets = tokens[:, :-1], tokens[:, 1:].clone()
     done = torch.zeros(B, T, dtype=torch.bool)
     for b, end in enumerate(torch.randint(T // 2, T, (B,), generator=g).tolist()):
-        targets[b, :T // 4] = -1        # prompt
+        targets[b, :T // 4] = IGNORE    # prompt
         targets[b, end] = eos           # the response ends here ...
         done[b, end] = True             # ... in a terminal state
-        targets[b, end + 1:] = -1       # padding
+        targets[b, end + 1:] = IGNORE   # padding
     return idx.to(device), targets.to(device), done.to(device)
 
 
@@ -252,16 +252,14 @@ def flops_per_token(model: GPT, args: argparse.Namespace) -> float:
 
 def make_contenders(base: GPT, args: argparse.Namespace) -> dict[str, dict]:
     """One copy of the model (same weights), its optimizer and its precision setup per loss."""
-    dtype = DTYPES[args.dtype]
+    dtype = pick_dtype(args.dtype, args.device)
     contenders = {}
     for name, loss in [("mle", mle_loss), ("iqlearn", iq_loss)]:
         model = copy.deepcopy(base)  # each trains its own copy, so neither steps on the other
         contenders[name] = dict(
             model=torch.compile(model) if args.compile else model, loss=loss,
             opt=model.configure_optimizer(weight_decay=0.1, learning_rate=3e-4),
-            scaler=torch.amp.GradScaler(args.device, enabled=dtype == torch.float16),
-            autocast=(torch.autocast(args.device, dtype=dtype) if dtype != torch.float32
-                      else nullcontext()))
+            scaler=grad_scaler(args.device, dtype), autocast=autocast(args.device, dtype))
     return contenders
 
 

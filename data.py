@@ -184,12 +184,12 @@ class Dataset:
     @property
     def checkable(self) -> bool:
         """Whether val answers end in '#### N', so accuracy can be measured."""
-        return answers_checkable(self.records.get("val", []))
+        return answers_checkable([r["response"] for r in self.records.get("val", [])])
 
 
-def answers_checkable(records: list[dict]) -> bool:
+def answers_checkable(responses: list[str]) -> bool:
     """Whether every response ends in '#### N' (and there is one), so accuracy can be measured."""
-    return bool(records) and all(extract_answer(r["response"]) is not None for r in records)
+    return bool(responses) and all(extract_answer(r) is not None for r in responses)
 
 
 def pair_item(vocab: Vocab, prompt: str, response: str) -> Item:

@@ -58,9 +58,9 @@ from data import IGNORE, Batches, Dataset, Problem, Vocab, collate, data_spec, g
     policy_samples, problems_from
 from iqlearn import check_coefficients, exp_floor, masked_mean, policy_entropy
 from model import GPT, GPTConfig
-from runtime import (MODEL_FIELDS, StopSignals, UserError, autocast, build_model, check_at_least, checkpoint_path,
-                     cosine_lr, flag_of, holding_out_dir, knob, parse_config, pick_device, pick_dtype,
-                     restore_training, starting_point, training_checkpoint, write_checkpoint)
+from runtime import (DTYPES, MODEL_FIELDS, StopSignals, UserError, autocast, build_model, check_at_least,
+                     checkpoint_path, cosine_lr, flag_of, grad_scaler, holding_out_dir, knob, parse_config, pick_device,
+                     pick_dtype, restore_training, starting_point, training_checkpoint, write_checkpoint)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -114,7 +114,7 @@ class GailConfig:
     # system
     device: str = knob("auto", "auto (cuda, mps, cpu) or a torch device")
     dtype: str = knob("auto", "autocast precision; auto: bf16 (else fp16) on CUDA, float32 elsewhere",
-                      choices=["auto", "float32", "bfloat16", "float16"])
+                      choices=["auto", *DTYPES])
     seed: int = knob(1337, "initialisation, data order and sampling")
 
 
@@ -297,8 +297,7 @@ def setup(c: GailConfig, resumed: dict | None, source: dict | None, device: str)
     reference.eval().requires_grad_(False)
     optimizer = policy.configure_optimizer(c.weight_decay, c.learning_rate)
     disc_optimizer = discriminator.configure_optimizer(c.weight_decay, c.disc_learning_rate)
-    scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == torch.float16)
-    disc_scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == torch.float16)
+    scaler, disc_scaler = grad_scaler(device, dtype), grad_scaler(device, dtype)
     batches = Batches(dataset.train, c.batch_size, c.seed)
     run = Run(c, dataset, problems, policy, reference, discriminator, optimizer, disc_optimizer, scaler, disc_scaler,
               batches, device, dtype)

@@ -93,6 +93,9 @@ def pick_device(flag: str = "auto") -> str:
     return "mps" if torch.backends.mps.is_available() else "cpu"
 
 
+DTYPES = ("float32", "bfloat16", "float16")   # --dtype's choices besides auto
+
+
 def pick_dtype(flag: str, device: str) -> torch.dtype:
     """The autocast precision: bf16 on CUDA where supported, else fp16 (which needs a GradScaler);
     float32 elsewhere; or the one the flag names."""
@@ -110,6 +113,12 @@ def autocast(device: str, dtype: torch.dtype):
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.split(":")[0], dtype=dtype)
+
+
+def grad_scaler(device: str, dtype: torch.dtype) -> torch.amp.GradScaler:
+    """fp16's loss scaling (its small gradients would underflow); for any other dtype a scaler that
+    passes everything through unchanged."""
+    return torch.amp.GradScaler(device.split(":")[0], enabled=dtype == torch.float16)
 
 
 def cosine_lr(iter_num: int, learning_rate: float, min_lr: float, warmup_iters: int, decay_iters: int) -> float:

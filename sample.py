@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from calculator import Calculator
-from data import (IGNORE, DataError, Item, Problem, Vocab, accuracy, collate, correct, extract_answer, greedy_accuracy,
-                  is_correct, load_dataset, load_records, problems_from, text_of)
+from data import (IGNORE, DataError, Item, Problem, Vocab, accuracy, answers_checkable, collate, correct,
+                  extract_answer, greedy_accuracy, is_correct, load_dataset, load_records, problems_from, text_of)
 from iqlearn import implicit_rewards, soft_value
 from metrics import distinct_n, self_bleu, spearman, within_problem_spearman
 from model import GPT, cut_after_eos, left_pad
@@ -214,7 +214,7 @@ def load_problems(checkpoint: dict, vocab: Vocab, split: str, limit: int, block_
     problems = problems_from(vocab, records[split], block_size, limit)
     if not problems:
         raise DataError(f"no {split} problem fits in block_size={block_size} tokens")
-    return problems, all(extract_answer(p.reference) is not None for p in problems)
+    return problems, answers_checkable([p.reference for p in problems])
 
 
 def measure(model: GPT, vocab: Vocab, problems: list[Problem], checkable: bool, args: argparse.Namespace,

@@ -32,9 +32,9 @@ from data import (IGNORE, Batches, Dataset, Item, Problem, Vocab, collate, data_
                   length_chunks, load_dataset, policy_samples, problems_from)
 from iqlearn import check_coefficients, iqlearn_loss, iqlearn_online_loss, policy_entropy
 from model import GPT
-from runtime import (MODEL_FIELDS, StopSignals, UserError, autocast, build_model, check_at_least, checkpoint_path,
-                     cosine_lr, flag_of, holding_out_dir, knob, parse_config, pick_dtype, print_step_memory,
-                     restore_training, setup_distributed, starting_point, training_checkpoint, write_checkpoint)
+from runtime import (DTYPES, MODEL_FIELDS, StopSignals, UserError, autocast, build_model, check_at_least,
+                     checkpoint_path, cosine_lr, flag_of, grad_scaler, holding_out_dir, knob, parse_config, pick_dtype,
+                     print_step_memory, restore_training, setup_distributed, starting_point, training_checkpoint, write_checkpoint)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -87,7 +87,7 @@ class TrainConfig:
     # system
     device: str = knob("auto", "auto (cuda, mps, cpu) or a torch device")
     dtype: str = knob("auto", "autocast precision; auto: bf16 (else fp16) on CUDA, float32 elsewhere",
-                      choices=["auto", "float32", "bfloat16", "float16"])
+                      choices=["auto", *DTYPES])
     compile: bool = knob(False, "torch.compile the model")
     seed: int = knob(1337, "initialisation and data order")
 
@@ -221,7 +221,7 @@ def setup(c: TrainConfig, resumed: dict | None, source: dict | None, rank: int, 
     if raw_model.value_head is not None and c.lam == 0 and c.mixin == 0:
         raw_model.value_head.requires_grad_(False)
     optimizer = raw_model.configure_optimizer(c.weight_decay, c.learning_rate)
-    scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == torch.float16)
+    scaler = grad_scaler(device, dtype)
     batches = Batches(dataset.train, c.batch_size, c.seed, rank, world)
     state = restore(resumed, optimizer, scaler, batches) if resumed else State()
     model = torch.compile(raw_model) if c.compile else raw_model

@@ -84,7 +84,8 @@ def iq(lam: float, *extra: str, prefix: str = "sweep_lam", **kw) -> Method:
 
 
 # The README's quick start: its two commands exactly (train.py's default model and flags).
-QUICKSTART = [Method("quickstart_lam0.5", ("--lambda", "0.5"), None), Method("quickstart_lam0", ("--lambda", "0"), None)]
+QUICKSTART = [Method("quickstart_lam0.5", ("--lambda", "0.5"), None),
+              Method("quickstart_lam0", ("--lambda", "0"), None)]
 LAMBDAS = (0.0, 0.01, 0.1, 0.5, 1.0)
 SWEEP = {0.0: iq(0.0, label="MLE"), 0.01: iq(0.01, label="IQLearn λ = 0.01", colour="#74c476"),
          0.1: iq(0.1, label="IQLearn λ = 0.1", colour="#41ab5d"),
@@ -103,11 +104,12 @@ SMALL_DATA = [Method("small_mle", ("--lambda", "0"), SMALL), Method("small_entro
 ONLINE = [Method("online_mix0.1", ("--lambda", "0.5", *ONLINE_FLAGS)),
           Method("online_gamma0.9_lam0.1", (*RECIPE_FLAGS, *ONLINE_FLAGS))]
 # The paper's protocol: fine-tuning from each seed's MLE run (iteration 0 = its final checkpoint).
-finetuned = lambda lam, *extra, prefix="finetune_lam", **kw: iq(lam, *extra, prefix=prefix, schedule=FINETUNE, base=MLE, **kw)
+finetuned = lambda lam, *extra, prefix="finetune_lam", **kw: iq(lam, *extra, prefix=prefix, schedule=FINETUNE,
+                                                                base=MLE, **kw)
 FINETUNED = {0.0: finetuned(0.0, label="MLE, then MLE"), **{lam: finetuned(lam) for lam in (0.01, 0.1, 0.5)}}
 FINETUNED_HEAD = {0.1: finetuned(0.1, "--value_head", prefix="finetune_head_lam"),
-                  0.5: finetuned(0.5, "--value_head", prefix="finetune_head_lam", label="MLE, then IQLearn λ = 0.5 + head",
-                                 colour="#e6550d")}
+                  0.5: finetuned(0.5, "--value_head", prefix="finetune_head_lam",
+                                 label="MLE, then IQLearn λ = 0.5 + head", colour="#e6550d")}
 FINETUNED_HEAD_RECIPE = Method("finetune_head_gamma0.9_lam0.1", (*RECIPE_FLAGS, "--value_head"), FINETUNE, MLE,
                                label="MLE, then the recipe + head", colour="#d62728")
 # GAIL (gail.py takes the same flags) from the same MLE bases.
@@ -154,7 +156,8 @@ GROUPS = {
     # GAIL after the IQLearn it is compared with that the value-head group does not already evaluate.
     "gail": Group(EVAL, by_method([FINETUNED_HEAD_RECIPE, GAIL, GAIL_SHUFFLED, GAIL_NO_MLE])),
     # MLE -> MLE, -> IQLearn (λ = 0.5 + head; the recipe + head), -> GAIL, across temperatures
-    "gail_frontier": Group(FRONTIER_EVAL, by_method([FINETUNED[0.0], FINETUNED_HEAD[0.5], GAIL, FINETUNED_HEAD_RECIPE])),
+    "gail_frontier": Group(FRONTIER_EVAL, by_method([FINETUNED[0.0], FINETUNED_HEAD[0.5], GAIL,
+                                                     FINETUNED_HEAD_RECIPE])),
     "gail_controls": Group(EVAL, by_method([GAIL_NO_MLE_SHUFFLED])),
 }
 ALL_RUNS = {run.name: run for group in GROUPS.values() for run in group.runs}

@@ -50,7 +50,8 @@ def curve(rows: list[tuple[str, Method]], key: str = "curve") -> str:
 CLAIM_SIGN = {"self_bleu": -1, "self_bleu_correct": -1, "nll": -1}   # lower is better: the claim is < 0
 
 
-def paired_table(rows: list[tuple[str, Method, Method]], columns: tuple[str, ...], result_file: str = "eval.json") -> str:
+def paired_table(rows: list[tuple[str, Method, Method]], columns: tuple[str, ...],
+                 result_file: str = "eval.json") -> str:
     """rows: (label, method, baseline). Each cell: the per-seed difference method − baseline at
     temperature 1 over the seeds both have, mean ± s.e. [95% t interval] and what it says of the
     claim that the difference is positive (negative for Self-BLEU and nll, where lower is the
@@ -127,7 +128,8 @@ FRONTIER_METHODS = [MLE, *ENTROPY.values(), SWEEP[0.01], SWEEP[0.1], SWEEP[0.5],
                     HEAD_RECIPE]
 MATCHED_SELF_BLEU = (0.65, 0.7, 0.75, 0.8)   # levels at which methods are compared (MLE's range)
 # Paired comparisons at matched Self-BLEU beyond "method − MLE": (label, method, baseline).
-MATCHED_EXTRA = [("MLE + entropy 0.1 − recipe", ENTROPY[0.1], RECIPE), ("recipe + value head − recipe", HEAD_RECIPE, RECIPE)]
+MATCHED_EXTRA = [("MLE + entropy 0.1 − recipe", ENTROPY[0.1], RECIPE),
+                 ("recipe + value head − recipe", HEAD_RECIPE, RECIPE)]
 
 
 def matched_row(label: str, method: Method, baseline: Method) -> str:
@@ -146,7 +148,8 @@ def frontier_tables(methods: list[Method] = FRONTIER_METHODS, baseline: Method =
     acc = ["| method | " + header + " |", "|---" * (len(temperatures) + 1) + "|"]
     bleu = list(acc)
     levels = " | ".join(f"Self-BLEU {x:g}" for x in MATCHED_SELF_BLEU)
-    verdict = [f"| method − {baseline.label}, same seed | " + levels + " |", "|---" * (len(MATCHED_SELF_BLEU) + 1) + "|"]
+    verdict = [f"| method − {baseline.label}, same seed | " + levels + " |",
+               "|---" * (len(MATCHED_SELF_BLEU) + 1) + "|"]
     for method in methods:
         curves = frontier_curves(method)
         if not curves:
@@ -226,7 +229,8 @@ GAIL_ROWS = [FINETUNED[0.0], FINETUNED_HEAD[0.5], FINETUNED_HEAD_RECIPE, GAIL, G
              GAIL_NO_MLE_SHUFFLED]
 GAIL_FRONTIER = [FINETUNED[0.0], FINETUNED_HEAD[0.5], GAIL, FINETUNED_HEAD_RECIPE]
 FALL = 0.10   # a run is unstable if its greedy accuracy falls this far below its MLE base's
-GAIL_PAIRED = [("GAIL − MLE, then MLE", GAIL, FINETUNED[0.0]), ("GAIL − the recipe + head", GAIL, FINETUNED_HEAD_RECIPE),
+GAIL_PAIRED = [("GAIL − MLE, then MLE", GAIL, FINETUNED[0.0]),
+               ("GAIL − the recipe + head", GAIL, FINETUNED_HEAD_RECIPE),
                ("GAIL − IQLearn λ = 0.5 + head", GAIL, FINETUNED_HEAD[0.5]),
                ("GAIL − its shuffled control", GAIL, GAIL_SHUFFLED),
                ("GAIL without MLE − its shuffled control", GAIL_NO_MLE, GAIL_NO_MLE_SHUFFLED)]
