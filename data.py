@@ -243,6 +243,17 @@ def load_records(spec: dict) -> dict[str, list[dict]] | None:
     raise DataError(f"--data must be a .jsonl or .txt file, got {data}")
 
 
+# The run configuration's data flags (train.py's and gail.py's), which data_spec reads: a run keeps
+# them for life.
+DATA_FIELDS = ("data", "val_data", "full_vocab", "task_steps", "task_max_value", "task_train")
+
+
+def val_batches(val: list[Item], batch_size: int, n: int) -> list[list[Item]]:
+    """The first n batches of the val split, wrapping around a short one: the same batches at every
+    evaluation, so that the val numbers of a run are comparable over its iterations."""
+    return [[val[(i * batch_size + j) % len(val)] for j in range(batch_size)] for i in range(n)]
+
+
 def data_spec(c) -> dict:
     """What load_dataset needs to rebuild a run's data (stored in its checkpoint for sample.py), from
     a run configuration with the data flags (train.py's and gail.py's). The built-in task's flags map

@@ -54,8 +54,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import IGNORE, Batches, Dataset, Problem, Vocab, collate, data_spec, greedy_accuracy, load_dataset, \
-    policy_samples, problems_from
+from data import DATA_FIELDS, IGNORE, Batches, Dataset, Problem, Vocab, collate, data_spec, greedy_accuracy, \
+    load_dataset, policy_samples, problems_from, val_batches
 from iqlearn import check_coefficients, exp_floor, masked_mean, policy_entropy
 from model import GPT, GPTConfig
 from runtime import (DTYPES, MODEL_FIELDS, StopSignals, UserError, autocast, build_model, check_at_least,
@@ -119,8 +119,7 @@ class GailConfig:
 
 
 DISC_FIELDS = ("disc_n_layer", "disc_n_head", "disc_n_embd")
-FIXED_FIELDS = MODEL_FIELDS + DISC_FIELDS + ("value_head", "data", "val_data", "full_vocab", "task_steps",
-                                             "task_max_value", "task_train")
+FIXED_FIELDS = MODEL_FIELDS + DISC_FIELDS + ("value_head",) + DATA_FIELDS
 PER_INVOCATION = ("out_dir", "resume", "device")
 
 
@@ -401,11 +400,10 @@ def train_step(run: Run) -> dict[str, float]:
 def val_metrics(run: Run) -> dict[str, float]:
     """On the first eval_iters val batches: the policy's nll of the expert's actions, its entropy and
     its KL to pi_ref there; and greedy accuracy on the val problems (data.greedy_accuracy)."""
-    c, B = run.config, run.config.batch_size
+    c = run.config
     run.policy.eval()
     sums = {"val_nll": 0.0, "val_entropy": 0.0, "val_kl": 0.0}
-    for i in range(c.eval_iters):
-        items = [run.dataset.val[(i * B + j) % len(run.dataset.val)] for j in range(B)]
+    for items in val_batches(run.dataset.val, c.batch_size, c.eval_iters):
         x, y, _ = (torch.from_numpy(a).to(run.device) for a in collate(items))
         with autocast(run.device, run.dtype):
             logits, ref_logits = run.policy(x), run.reference(x)

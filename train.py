@@ -28,8 +28,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from data import (IGNORE, Batches, Dataset, Item, Problem, Vocab, collate, data_spec, greedy_accuracy,
-                  length_chunks, load_dataset, policy_samples, problems_from)
+from data import (DATA_FIELDS, IGNORE, Batches, Dataset, Item, Problem, Vocab, collate, data_spec, greedy_accuracy,
+                  length_chunks, load_dataset, policy_samples, problems_from, val_batches)
 from iqlearn import check_coefficients, iqlearn_loss, iqlearn_online_loss, policy_entropy
 from model import GPT
 from runtime import (DTYPES, MODEL_FIELDS, StopSignals, UserError, autocast, build_model, check_at_least,
@@ -94,8 +94,7 @@ class TrainConfig:
 
 # A run keeps its model's shape and its data for life (--resume must agree; --init_from sets the
 # shape, MODEL_FIELDS); where and how one invocation runs is never taken from a checkpoint.
-FIXED_FIELDS = MODEL_FIELDS + ("value_head", "data", "val_data", "full_vocab", "task_steps", "task_max_value",
-                               "task_train")
+FIXED_FIELDS = MODEL_FIELDS + ("value_head",) + DATA_FIELDS
 PER_INVOCATION = ("out_dir", "resume", "device")
 
 
@@ -157,10 +156,8 @@ def val_metrics(model: GPT, dataset: Dataset, problems: list[Problem], c: TrainC
     implicit reward and soft value there, the policy's entropy, and greedy accuracy on `problems`
     (val problems with checkable answers; data.greedy_accuracy, as sample.py --eval measures it)."""
     model.eval()
-    B = c.batch_size
     sums = {"loss": 0.0, "nll": 0.0, "td": 0.0, "reward_mean": 0.0, "value_mean": 0.0, "entropy": 0.0}
-    for i in range(c.eval_iters):
-        items = [dataset.val[(i * B + j) % len(dataset.val)] for j in range(B)]
+    for items in val_batches(dataset.val, c.batch_size, c.eval_iters):
         x, y, done = (torch.from_numpy(a).to(device, non_blocking=True) for a in collate(items))
         with autocast(device, dtype):
             logits = model(x)
