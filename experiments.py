@@ -29,24 +29,19 @@ from lab.registry import GROUPS
 from lab.runner import provenance, run_group
 
 
-def positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of runs (1 or more)")
-    return int(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="experiments.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default=None, help="comma-separated groups: " + ", ".join([*GROUPS, "null_reason"]))
     parser.add_argument("--report", action="store_true", help="print the tables only")
-    parser.add_argument("--jobs", type=positive, default=os.cpu_count() or 1, help="runs side by side")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs side by side (1 or more)")
     parser.add_argument("--plot", action="store_true", help="also draw figures/*.png (needs matplotlib)")
     parser.add_argument("--provenance", metavar="NAME", help="print results/NAME/run.json: how, where, which code")
     args = parser.parse_args(argv)
     chosen = args.only.split(",") if args.only else [*GROUPS, "null_reason"]
-    for group in chosen:
-        if group not in GROUPS and group != "null_reason":
-            parser.error(f"unknown group {group}")
+    if unknown := [group for group in chosen if group not in GROUPS and group != "null_reason"]:
+        parser.error(f"unknown group {unknown[0]}")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be 1 or more, got {args.jobs}")
     try:
         if args.provenance:
             print(provenance(args.provenance))
@@ -62,7 +57,7 @@ def run_and_report(chosen: list[str], args: argparse.Namespace) -> None:
     from lab import tables
     from lab.null_reason import measure_null_reason, null_reason_report
     if not args.report:
-        for group in chosen:  # in order: the protocol group starts from the sweep's MLE runs
+        for group in chosen:  # a run that starts from another trains that one first, wherever it is
             measure_null_reason() if group == "null_reason" else run_group(GROUPS[group], args.jobs)
     if "quickstart" in chosen:
         print(tables.quickstart_table() + "\n")

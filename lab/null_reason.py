@@ -90,14 +90,9 @@ def measure_null_reason() -> None:
     os.makedirs(kept, exist_ok=True)
     began, trainings, checks = time.time(), [], []
     for k, seed in enumerate(NULL_REASON_SEEDS, start=1):
-        for _, method in NULL_REASON:
-            name = method.name(seed)
-            if not os.path.exists(os.path.join(registry.RUNS, name, "ckpt.pt")) or not os.path.exists(
-                    os.path.join(registry.RUNS, name, "log.jsonl")):
-                trainings.append({"name": name, **train_run(ALL_RUNS[name])})
-            else:
-                trainings.append({"name": name, "train_command": "already in runs/", "train_seconds": 0})
-            checks.append(same_log(name))
+        for _, method in NULL_REASON:   # (a run already trained to its end is not trained again)
+            trainings.append({"name": method.name(seed), **train_run(ALL_RUNS[method.name(seed)])})
+            checks.append(same_log(method.name(seed)))
         if k < 2:
             continue
         numbers = null_reason_numbers(list(NULL_REASON_SEEDS[:k]))

@@ -80,6 +80,7 @@ def lam_name(x: float) -> str:
 
 
 def iq(lam: float, *extra: str, prefix: str = "sweep_lam", **kw) -> Method:
+    """A method named for its λ (<prefix><λ>), with --lambda λ and the extra flags."""
     return Method(f"{prefix}{lam_name(lam)}", ("--lambda", lam_name(lam), *extra), **kw)
 
 
@@ -99,8 +100,9 @@ HEAD_RECIPE = Method("head_gamma0.9_lam0.1", (*RECIPE_FLAGS, "--value_head"), la
 ENTROPY_COEFS = (0.01, 0.03, 0.1)
 ENTROPY = {c: Method(f"entropy{c:g}", ("--lambda", "0", "--entropy_coef", str(c)), label=f"MLE + entropy {c:g}",
                      colour=colour) for c, colour in zip(ENTROPY_COEFS, ("#9ecae1", "#4292c6", "#08519c"))}
-SMALL_DATA = [Method("small_mle", ("--lambda", "0"), SMALL), Method("small_entropy", ("--lambda", "0", "--entropy_coef",
-              "0.01"), SMALL), Method("small_lam0.5", ("--lambda", "0.5"), SMALL)]
+SMALL_DATA = [Method("small_mle", ("--lambda", "0"), SMALL),
+              Method("small_entropy", ("--lambda", "0", "--entropy_coef", "0.01"), SMALL),
+              Method("small_lam0.5", ("--lambda", "0.5"), SMALL)]
 ONLINE = [Method("online_mix0.1", ("--lambda", "0.5", *ONLINE_FLAGS)),
           Method("online_gamma0.9_lam0.1", (*RECIPE_FLAGS, *ONLINE_FLAGS))]
 # The paper's protocol: fine-tuning from each seed's MLE run (iteration 0 = its final checkpoint).

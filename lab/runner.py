@@ -169,31 +169,20 @@ def load_average() -> list[float] | str:
     return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else UNKNOWN
 
 
-def cpu_seconds() -> dict[int, tuple[str, float]]:
-    """pid -> (command name, CPU seconds used so far), for every process /proc shows."""
-    found, tick = {}, os.sysconf("SC_CLK_TCK")
+def busy_processes() -> list[str] | str:
+    """The other processes running or waiting for a core at this instant (state R in /proc)."""
+    if not os.path.isdir("/proc"):
+        return UNKNOWN
+    found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/stat") as f:
                 stat = f.read()
         except OSError:   # gone meanwhile
             continue
-        fields = stat[stat.rindex(")") + 2:].split()   # after "pid (name)": state is field 3
-        found[int(pid)] = (stat[stat.index("(") + 1:stat.rindex(")")], (int(fields[11]) + int(fields[12])) / tick)
+        if stat[stat.rindex(")") + 2] == "R" and int(pid) != os.getpid():
+            found.append(f"{stat[stat.index('(') + 1:stat.rindex(')')]} (pid {pid})")
     return found
-
-
-def busy_processes(seconds: float = 0.5, at_least: float = 0.2) -> list[str] | str:
-    """The other processes that kept at least `at_least` of a core busy over `seconds`, busiest first."""
-    if not os.path.isdir("/proc"):
-        return UNKNOWN
-    before = cpu_seconds()
-    time.sleep(seconds)
-    after = cpu_seconds()
-    share = {pid: (name, (used - before[pid][1]) / seconds) for pid, (name, used) in after.items()
-             if pid in before and pid != os.getpid()}
-    return [f"{name} (pid {pid}): {used:.0%} of a core"
-            for pid, (name, used) in sorted(share.items(), key=lambda kv: -kv[1][1]) if used >= at_least]
 
 
 def machine() -> dict:
