@@ -1,5 +1,8 @@
-"""The error a user sees as one line (stdlib only, so that the tokenizer and data modules can raise
-it without importing torch): every script's main prints it and exits 2, never with a traceback."""
+"""The one-line errors a user sees, stdlib only (the data module and experiments.py take them without
+importing torch): a UserError, which every script's main prints as one line and exits 2 on, never a
+traceback; and the flag parser that reports a bad flag the same way."""
+
+import argparse
 
 
 class UserError(ValueError):
@@ -8,3 +11,10 @@ class UserError(ValueError):
 
 class CheckpointError(UserError):
     """A missing, unreadable, incomplete or unfitting checkpoint."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line, not a usage dump (exit 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")

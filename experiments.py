@@ -24,13 +24,13 @@ import argparse
 import os
 import sys
 
-from errors import UserError
+from errors import Parser, UserError
 from lab.registry import GROUPS
 from lab.runner import provenance, run_group
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="experiments.py", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="experiments.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default=None, help="comma-separated groups: " + ", ".join([*GROUPS, "null_reason"]))
     parser.add_argument("--report", action="store_true", help="print the tables only")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs side by side (1 or more)")

@@ -21,19 +21,12 @@ from dataclasses import field, fields
 import torch
 import torch.distributed as dist
 
-from errors import CheckpointError, UserError  # noqa: F401  (every script takes them from here)
+from errors import CheckpointError, Parser, UserError  # noqa: F401  (every script takes them from here)
 from model import GPT, GPTConfig
 
 
 # ----------------------------------------------------------------------------------------------
 # User errors and flags
-
-class Parser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line, not a usage dump (exit 2)."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
 
 def knob(default, help: str, flag: str | None = None, at_least: float | None = None, **argparse_options):
     """A configuration field: its default, its --help text, its flag where that is not --name, and
