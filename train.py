@@ -34,7 +34,8 @@ from iqlearn import check_coefficients, iqlearn_loss, iqlearn_online_loss, polic
 from model import GPT
 from runtime import (DTYPES, MODEL_FIELDS, StopSignals, UserError, autocast, build_model, check_at_least,
                      checkpoint_path, cosine_lr, flag_of, grad_scaler, holding_out_dir, knob, parse_config, pick_dtype,
-                     print_step_memory, restore_training, setup_distributed, starting_point, training_checkpoint, write_checkpoint)
+                     print_step_memory, restore_training, setup_distributed, starting_point, training_checkpoint,
+                     write_checkpoint)
 
 
 # ----------------------------------------------------------------------------------------------
