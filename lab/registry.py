@@ -18,6 +18,9 @@ SCRATCH = MODEL + ("--max_iters", str(ITERS), "--eval_interval", "200")
 FINETUNE = ("--max_iters", "400", "--eval_interval", "100", "--warmup_iters", "0", "--learning_rate", "5e-4",
             "--min_lr", "5e-5")
 SMALL = MODEL + ("--max_iters", str(SMALL_ITERS), "--eval_interval", "100", "--task_train", "500")
+# The kept runs were trained on one padded pass of 32 problems a batch (train.py's --batch_chunks
+# came later: the same loss, other rounding); pinned, a rerun reproduces their logs to the bit.
+KEPT_BATCHES = ("--batch_size", "32", "--batch_chunks", "1")
 RECIPE_FLAGS = ("--lambda", "0.1", "--gamma", "0.9")
 ONLINE_FLAGS = ("--mixin", "0.1", "--sample_every", "4")
 
@@ -72,7 +75,9 @@ class Method:
             return Run(self.prefix, self.script, self.flags)
         base = self.base.run(seed) if self.base else None
         start = ("--init_from", os.path.join(RUNS, base.name, "ckpt.pt")) if base else ()
-        return Run(self.name(seed), self.script, (*self.schedule, "--seed", str(seed), *start, *self.flags), base)
+        pinned = KEPT_BATCHES if self.script == "train.py" else ()
+        return Run(self.name(seed), self.script, (*self.schedule, *pinned, "--seed", str(seed), *start, *self.flags),
+                   base)
 
 
 def lam_name(x: float) -> str:
