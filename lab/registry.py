@@ -48,6 +48,7 @@ class Run:
     script: str
     flags: tuple[str, ...]
     base: "Run | None" = None
+    threads: int = 1      # runs side by side share the cores; the README's commands get them all
 
     @property
     def max_iters(self) -> int | None:
@@ -71,8 +72,8 @@ class Method:
         return f"{self.prefix}_s{seed}"
 
     def run(self, seed: int | None = None) -> Run:
-        if self.schedule is None:
-            return Run(self.prefix, self.script, self.flags)
+        if self.schedule is None:   # a README command, run as a user runs it: every core
+            return Run(self.prefix, self.script, self.flags, threads=os.cpu_count() or 1)
         base = self.base.run(seed) if self.base else None
         start = ("--init_from", os.path.join(RUNS, base.name, "ckpt.pt")) if base else ()
         pinned = KEPT_BATCHES if self.script == "train.py" else ()

@@ -20,8 +20,7 @@ from lab import registry
 from lab.registry import Evaluation, Group, Run
 from lab.results import facts_of, log_of
 
-THREADS = 1   # per run: runs side by side share the cores instead
-ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": str(THREADS)}
+THREADS = 1   # per run (registry.Run.threads): runs side by side share the cores instead
 UNKNOWN = "unknown"
 _locks: dict[str, threading.Lock] = {}
 _locks_lock = threading.Lock()
@@ -42,10 +41,11 @@ def iteration_of(run: Run) -> int | None:
     return load_checkpoint(path)["iter_num"]
 
 
-def child(command: list[str], name: str, **options) -> subprocess.CompletedProcess:
-    """Run a script of the project, one thread; its failure is a UserError with the script's own
-    last line (its one-line reason), not a traceback of this runner."""
-    result = subprocess.run([sys.executable, *command[1:]], env=ONE_THREAD, **options)
+def child(command: list[str], name: str, threads: int, **options) -> subprocess.CompletedProcess:
+    """Run a script of the project on `threads` threads; its failure is a UserError with the
+    script's own last line (its one-line reason), not a traceback of this runner."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    result = subprocess.run([sys.executable, *command[1:]], env=env, **options)
     if result.returncode:
         if result.stdout is None:   # the output went to runs/<name>.log
             with open(os.path.join(registry.RUNS, f"{name}.log"), errors="replace") as f:
@@ -83,7 +83,7 @@ def train_run(run: Run) -> dict:
         began = time.time()
         os.makedirs(registry.RUNS, exist_ok=True)
         with open(os.path.join(registry.RUNS, f"{run.name}.log"), "a") as log:
-            child(command, run.name, stdout=log, stderr=subprocess.STDOUT)
+            child(command, run.name, run.threads, stdout=log, stderr=subprocess.STDOUT)
         return {"train_command": " ".join(planned), "train_seconds": round(time.time() - began, 1),
                 "train_resumed": done is not None, **({"resumed_with": " ".join(command)} if done is not None else {}),
                 **facts}
@@ -94,12 +94,13 @@ def train_and_evaluate(run: Run, evaluation: Evaluation, jobs: int = 1) -> None:
     kept = os.path.join(registry.RESULTS, run.name)
     if os.path.exists(os.path.join(kept, evaluation.result_file)):
         return
-    at_start = {"side_by_side": jobs, "load_average_at_start": load_average(), "busy_at_start": busy_processes()}
+    at_start = {"threads": run.threads, "side_by_side": jobs, "load_average_at_start": load_average(),
+                "busy_at_start": busy_processes()}
     trained = train_run(run)
     out = os.path.join(registry.RUNS, run.name)
     command = ["python", "sample.py", "--out_dir", out, *evaluation.flags]
     began = time.time()
-    result = child(command, run.name, capture_output=True, text=True)
+    result = child(command, run.name, run.threads, capture_output=True, text=True)
     os.makedirs(kept, exist_ok=True)
     if os.path.exists(os.path.join(kept, "log.jsonl")):   # evaluated a second way: the kept log stays
         trained["log_equals_kept"] = same_log(run.name)["log_equal"]
@@ -195,7 +196,7 @@ def machine() -> dict:
     return {"commit": git("rev-parse", "HEAD"),
             "uncommitted_changes": UNKNOWN if changed == UNKNOWN else [line[3:] for line in changed.splitlines()],
             "torch": torch_version, "python": platform.python_version(), "platform": platform.platform(),
-            "cpu": cpu_model(), "cpu_count": os.cpu_count(), "threads": THREADS,
+            "cpu": cpu_model(), "cpu_count": os.cpu_count(),
             "load_average_at_end": load_average(),
             "finished_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
 

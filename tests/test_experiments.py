@@ -175,9 +175,13 @@ def test_provenance_prints_a_kept_runs_record_and_reads_nothing_outside_results(
 
 def test_a_run_records_its_machine_its_load_and_commands(kept):
     (kept / "quickstart_lam0").mkdir()
-    runner.write_provenance("quickstart_lam0", {"train_command": "python train.py --lambda 0", "train_seconds": 783.0})
+    runner.write_provenance("quickstart_lam0", {"train_command": "python train.py --lambda 0", "train_seconds": 783.0,
+                                                "threads": 2})
     facts = json.loads((kept / "quickstart_lam0" / "run.json").read_text())
-    assert facts["name"] == "quickstart_lam0" and facts["threads"] == 1
+    assert facts["name"] == "quickstart_lam0"
+    # The README's commands run as a user runs them, on every core; the experiments one thread each.
+    assert registry.ALL_RUNS["quickstart_lam0"].threads == os.cpu_count()
+    assert registry.ALL_RUNS["sweep_lam0_s1"].threads == 1
     assert facts["cpu"] and facts["torch"] and len(facts["commit"]) in (40, len("unknown"))
     assert len(facts["load_average_at_end"]) == 3 and facts["platform"]
     fake_run(kept, "quickstart_lam0.5", {"accuracy_beam": 0.58, "self_bleu": 0.641}, td=(0.5, 0.07))
