@@ -1,0 +1,277 @@
+"""IQLearn in TRL (examples/trl_iqlearn.py): IQLearnTrainer against TRL's own SFTTrainer at lam = 0,
+against our iqlearn_loss on our model with the same weights at lam > 0, against a slow loop for the
+terminal, and against itself in one batch for gradient accumulation, padding-free and packed rows,
+and two processes. Each runs one optimizer step of the real Trainer loop on a random 2-layer
+GPT2LMHeadModel with GPT-2's tokenizer, on 8 problems of the built-in task. Skipped with the reason
+when the optional trl, accelerate or datasets is missing (CI installs them)."""
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from data import IGNORE, Item, collate
+from gpt2 import gpt2_checkpoint
+from iqlearn import iqlearn_loss
+from runtime import model_from_checkpoint
+
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("accelerate")
+datasets = pytest.importorskip("datasets")
+pytest.importorskip("trl")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EOS = 50256  # GPT-2's end-of-text; GPT-2 has no pad token, so TRL pads with it
+IGNORE_HF = -100
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("trl_iqlearn", os.path.join(ROOT, "examples", "trl_iqlearn.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+trl_iqlearn = load_example()
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """A random 2-layer GPT-2 (biases and LayerNorms perturbed) with GPT-2's tokenizer, as a folder."""
+    from export import ExportError, tokenizer_files
+    try:
+        files = tokenizer_files(128)
+    except ExportError as e:
+        pytest.skip(str(e))
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=128, resid_pdrop=0.0,
+                                     embd_pdrop=0.0, attn_pdrop=0.0)
+    model = transformers.GPT2LMHeadModel(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.add_(0.5 * torch.randn_like(p))
+    path = tmp_path_factory.mktemp("gpt2")
+    model.save_pretrained(path)
+    for name, data in files.items():
+        (path / name).write_bytes(data)
+    return str(path)
+
+
+def problems(n: int = 8) -> "datasets.Dataset":
+    """n problems of the built-in task in TRL's prompt-completion format (45 to 69 tokens with EOS)."""
+    records = trl_iqlearn.pairs(None)[:n]
+    return datasets.Dataset.from_list([{"prompt": r["prompt"], "completion": r["response"]} for r in records])
+
+
+class Grads(transformers.TrainerCallback):
+    """The gradient of the step, as the optimizer would take it (no clipping: max_grad_norm=0)."""
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        self.grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def make(folder: str, tmp_path, trainer: str = "iqlearn", dataset=None, **options):
+    """A trainer for one optimizer step over 8 problems: 1 x 8 unless options say otherwise."""
+    config = dict(output_dir=str(tmp_path / trainer), max_steps=1, per_device_train_batch_size=8,
+                  logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True, bf16=False,
+                  gradient_checkpointing=False, max_grad_norm=0.0, dataloader_pin_memory=False, seed=0)
+    config.update(options)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    model = transformers.GPT2LMHeadModel.from_pretrained(folder)
+    dataset = problems() if dataset is None else dataset
+    if trainer == "sft":
+        return trl_iqlearn.SFTTrainer(model=model, args=trl_iqlearn.SFTConfig(**config), train_dataset=dataset,
+                                      processing_class=tokenizer)
+    return trl_iqlearn.IQLearnTrainer(model=model, args=trl_iqlearn.IQLearnConfig(**config), train_dataset=dataset,
+                                      processing_class=tokenizer)
+
+
+def step(trainer) -> tuple[dict, dict[str, torch.Tensor]]:
+    """One optimizer step: its log (loss, and nll/td for IQLearn) and its gradient."""
+    grads = Grads()
+    trainer.add_callback(grads)
+    trainer.train()
+    return trainer.state.log_history[0], grads.grads
+
+
+def assert_same_step(a, b, rtol=1e-5, atol=1e-7, keys=("loss",)):
+    (log_a, grads_a), (log_b, grads_b) = a, b
+    for key in keys:
+        assert log_a[key] == pytest.approx(log_b[key], rel=rtol), key
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        torch.testing.assert_close(grads_a[name], grads_b[name], rtol=rtol, atol=atol, msg=name)
+
+
+def test_at_lambda_zero_it_is_sfttrainers_own_loss_and_gradient(folder, tmp_path):
+    # max_length 60 cuts 2 of the 8 rows before their end-of-text; SFTTrainer's loss is TRL's fused LM head
+    theirs = step(make(folder, tmp_path, "sft", max_length=60))
+    trainer = make(folder, tmp_path, lam=0.0, value_head=True, max_length=60)
+    ours = step(trainer)
+    head = {n: g for n, g in ours[1].items() if n.startswith("iqlearn_value_head.")}
+    assert_same_step(theirs, (ours[0], {n: g for n, g in ours[1].items() if n not in head}))
+    assert ours[0]["td"] > 0  # computed, weighted by zero
+    assert len(head) == 2 and all(float(g.abs().max()) < 1e-6 for g in head.values())  # softmax ignores v
+
+
+def items_of(dataset) -> list[Item]:
+    """TRL's tokenized rows as our data.py Items: the prompt is where the labels start, terminal when
+    the row ends in EOS (collate builds targets and done from these, independently of the trainer)."""
+    return [Item(np.array(ids), next(i for i, label in enumerate(labels) if label != IGNORE_HF), ids[-1] == EOS)
+            for ids, labels in zip(dataset["input_ids"], dataset["labels"])]
+
+
+@pytest.mark.parametrize("value_head", [False, True])
+def test_at_lambda_above_zero_it_is_our_loss_on_our_model_with_the_same_weights(folder, tmp_path, value_head):
+    trainer = make(folder, tmp_path, lam=0.5, gamma=0.9, value_head=value_head, max_length=60)
+    ours = model_from_checkpoint(gpt2_checkpoint(folder, value_head=value_head))
+    if value_head:  # a head that has trained: the same nonzero offset in both models
+        with torch.no_grad():
+            trainer.value_head.v.weight.normal_(0, 0.5)
+            trainer.value_head.v.bias.fill_(3.0)
+            ours.value_head.weight.copy_(trainer.value_head.v.weight)
+            ours.value_head.bias.copy_(trainer.value_head.v.bias)
+    items = items_of(trainer.train_dataset)
+    assert sum(not it.terminal for it in items) == 2  # the two rows cut at 60 tokens
+    x, y, done = (torch.from_numpy(a) for a in collate(items, with_last_state=True))
+    expected, expected_stats = iqlearn_loss(ours(x), y, lam=0.5, gamma=0.9, done=done, ignore_index=IGNORE)
+    expected.backward()
+    log, grads = step(trainer)
+
+    assert log["loss"] == pytest.approx(expected.item(), rel=1e-5)
+    assert log["td"] == pytest.approx(expected_stats["td"].item(), rel=1e-5)
+    ours_g = {n: p.grad for n, p in ours.named_parameters()}
+    pairs = [("transformer.wte.weight", "wte.weight", False), ("transformer.ln_f.bias", "ln_f.bias", False),
+             ("transformer.h.1.mlp.c_fc.weight", "blocks.1.mlp.c_fc.weight", True),  # Conv1D: [in, out]
+             ("transformer.h.0.attn.c_attn.bias", "blocks.0.attn.c_attn.bias", False)]
+    if value_head:
+        pairs.append(("iqlearn_value_head.v.weight", "value_head.weight", False))
+    for hf_name, our_name, transposed in pairs:
+        g = ours_g[our_name].t() if transposed else ours_g[our_name]
+        torch.testing.assert_close(grads[hf_name], g, rtol=1e-4, atol=1e-6, msg=hf_name)
+
+
+def slow_td(logits: torch.Tensor, input_ids: torch.Tensor, labels: torch.Tensor, gamma: float,
+            eos_terminal: bool) -> float:
+    """The mean of r_t^2 = (Q(s_t, a_t) - gamma V(s_t+1))^2 over the actions, one transition at a time."""
+    total, count = 0.0, 0
+    for b in range(labels.size(0)):
+        for t in range(labels.size(1) - 1):
+            action = int(labels[b, t + 1])
+            if action == IGNORE_HF:
+                continue
+            v_next = 0.0 if eos_terminal and action == EOS else float(torch.logsumexp(logits[b, t + 1], -1))
+            total += (float(logits[b, t, action]) - gamma * v_next) ** 2
+            count += 1
+    return total / count
+
+
+def test_the_end_of_text_trl_appends_is_terminal_and_padding_with_it_keeps_it(folder, tmp_path):
+    trainer = make(folder, tmp_path, lam=0.5, gamma=0.9)
+    assert trainer.processing_class.pad_token_id == EOS  # GPT-2 has no pad token: TRL pads with end-of-text
+    rows = trainer.train_dataset
+    assert all(ids[-1] == EOS and labels[-1] == EOS for ids, labels in zip(rows["input_ids"], rows["labels"]))
+    batch = trainer.data_collator([rows[i] for i in range(len(rows))])
+    assert (batch["input_ids"] == EOS).sum() > len(rows)  # padding is EOS too ...
+    assert (batch["labels"] == EOS).sum() == len(rows)    # ... but each real EOS keeps its label
+
+    trainer.model.eval()
+    with torch.no_grad():
+        trainer.compute_loss(trainer.model, dict(batch))
+        logits = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    td = trainer._stat_sums["eval"][1] / trainer._stat_sums["eval"][-1]
+    assert float(td) == pytest.approx(slow_td(logits, batch["input_ids"], batch["labels"], 0.9, True), rel=1e-5)
+    # reading V after EOS from the logits at the EOS token (padding follows) would give another td
+    assert abs(float(td) - slow_td(logits, batch["input_ids"], batch["labels"], 0.9, False)) > 0.01 * float(td)
+
+
+@pytest.mark.parametrize("lam", [0.0, 2.0])
+def test_two_micro_batches_of_4_are_one_batch_of_8_for_nll_and_td(folder, tmp_path, lam):
+    one = step(make(folder, tmp_path, lam=lam, max_length=60))
+    trainer = make(folder, tmp_path, lam=lam, max_length=60, per_device_train_batch_size=4,
+                   gradient_accumulation_steps=2)
+    counts = []
+    compute_loss = trainer.compute_loss
+
+    def counting(model, inputs, **kwargs):
+        counts.append(int((inputs["labels"][:, 1:] != IGNORE_HF).sum()))
+        return compute_loss(model, inputs, **kwargs)
+
+    trainer.compute_loss = counting
+    two = step(trainer)
+    assert len(counts) == 2 and counts[0] != counts[1]  # a mean of the micro-batches' means would be off
+    assert_same_step(one, two, keys=("loss", "nll", "td"))
+
+
+@pytest.mark.parametrize("options", [dict(padding_free=True), dict(packing=True, max_length=128)],
+                         ids=["padding_free", "packing"])
+def test_sequences_sharing_a_row_train_as_the_padded_batch(folder, tmp_path, options):
+    padded = step(make(folder, tmp_path, lam=0.5, gamma=0.9, max_length=None))
+    trainer = make(folder, tmp_path, lam=0.5, gamma=0.9, **{"max_length": None, **options})
+    rows = trainer.get_train_dataloader()
+    batch = next(iter(rows))
+    assert "attention_mask" not in batch and (batch["position_ids"] == 0).sum() == 8 > batch["input_ids"].size(0)
+    assert_same_step(padded, step(trainer), rtol=1e-4, atol=1e-6, keys=("loss", "nll", "td"))
+
+
+TWO_PROCESSES = """
+import sys, torch
+from pathlib import Path
+sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
+import test_trl
+trainer = test_trl.make({folder!r}, Path({out!r}), lam=0.5, gamma=0.9, value_head=True, max_length=60,
+                        per_device_train_batch_size=4)
+log, grads = test_trl.step(trainer)
+if trainer.accelerator.is_main_process:
+    torch.save((trainer.accelerator.num_processes, log, grads), {out!r} + "/step.pt")
+"""
+
+
+def test_two_processes_of_4_are_one_process_of_8(folder, tmp_path):
+    script = tmp_path / "two.py"
+    script.write_text(TWO_PROCESSES.format(root=ROOT, tests=os.path.join(ROOT, "tests"), folder=folder,
+                                           out=str(tmp_path)))
+    env = {**os.environ, "HF_HUB_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
+                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script)],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    processes, log, grads = torch.load(tmp_path / "step.pt")
+    assert processes == 2
+    one = step(make(folder, tmp_path, lam=0.5, gamma=0.9, value_head=True, max_length=60))
+    assert_same_step(one, (log, grads), keys=("loss", "nll", "td"))
+
+
+def test_twenty_steps_lower_the_loss_and_save_a_model_from_pretrained_loads(folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert trl_iqlearn.main(["--model", folder, "--steps", "20", "--lambda", "0.1", "--gamma", "0.9",
+                             "--value_head", "--output_dir", str(out)]) == 0
+    losses = [float(m) for m in re.findall(r"^step \d+: loss ([\d.]+)", capsys.readouterr().out, re.M)]
+    assert len(losses) == 20 and sum(losses[-5:]) < 0.9 * sum(losses[:5])
+    trained = transformers.GPT2LMHeadModel.from_pretrained(out)
+    start = transformers.GPT2LMHeadModel.from_pretrained(folder)
+    assert not torch.equal(trained.transformer.h[0].mlp.c_fc.weight, start.transformer.h[0].mlp.c_fc.weight)
+    assert transformers.AutoTokenizer.from_pretrained(out).eos_token_id == EOS
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--lambda", "-1"], "lam must be a finite number >= 0"),
+    (["--trainer", "sft", "--value_head"], "--value_head is IQLearn's"),
+    (["--steps", "0"], "--steps, --batch_size and --grad_accum must be >= 1")])
+def test_the_examples_bad_flags_are_one_line(folder, argv, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        trl_iqlearn.main(["--model", folder, *argv])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_another_loss_is_refused_in_one_line(folder, tmp_path):
+    with pytest.raises(ValueError, match="IQLearnTrainer computes its own loss") as refused:
+        make(folder, tmp_path, loss_type="dft")
+    assert "\n" not in str(refused.value)
