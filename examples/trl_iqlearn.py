@@ -117,7 +117,7 @@ class IQLearnTrainer(SFTTrainer):
                              "V(s') at the next position, which may sit on another process's shard")
         if self.aux_loss_enabled:
             raise ValueError("IQLearnTrainer does not add the MoE router loss: set router_aux_loss_coef=0.0")
-        self.eos_id = self._tokenizer.eos_token_id
+        self.eos_id = getattr(self.processing_class, "tokenizer", self.processing_class).eos_token_id
         if self.eos_id is None:
             raise ValueError("the tokenizer has no end-of-text token to make terminal (set eos_token)")
         self.value_head = add_value_offset(self.model) if args.value_head else None
@@ -198,21 +198,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 class StepPrinter(TrainerCallback):
-    """One line per logged step, and the wall time of each optimizer step (for the median at the end)."""
+    """One line per logged step; the wall and CPU time of each optimizer step (medians at the end)."""
 
     def __init__(self):
-        self.times, self.start = [], None
+        self.wall, self.cpu, self.start = [], [], None
 
     def on_step_begin(self, args, state, control, **kwargs):
-        self.start = time.perf_counter()
+        self.start = time.perf_counter(), time.process_time()
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.times.append(time.perf_counter() - self.start)
+        self.wall.append(time.perf_counter() - self.start[0])
+        self.cpu.append(time.process_time() - self.start[1])
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and "loss" in logs:
             extra = "".join(f", {k} {logs[k]:.4f}" for k in ("nll", "td") if k in logs)
             print(f"step {state.global_step}: loss {logs['loss']:.4f}{extra}")
+
+    def summary(self) -> str:
+        first = 1 if len(self.wall) > 1 else 0  # the first step warms up
+        wall, cpu = (1000 * statistics.median(t[first:]) for t in (self.wall, self.cpu))
+        return f"time per step: median {wall:.1f} ms wall, {cpu:.1f} ms CPU over steps {first + 1}-{len(self.wall)}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                   lr_scheduler_type="constant", logging_steps=1, save_strategy="no", report_to="none",
                   disable_tqdm=True, seed=args.seed, padding_free=args.padding_free,
                   bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),  # TRL's default: bf16 on
+                  gradient_checkpointing=False,  # TRL's default recomputes activations: for large models
                   max_length=None if args.padding_free else min(tokenizer.model_max_length, 1 << 20))
     try:
         if args.trainer == "sft":
@@ -252,9 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     trainer.train()
     trainer.save_model(args.output_dir)  # model (its weights, config) and tokenizer: from_pretrained loads it
     if trainer.accelerator.is_main_process:
-        later = printer.times[1:] or printer.times
-        print(f"time per step: median {1000 * statistics.median(later):.1f} ms over steps {len(printer.times) - len(later) + 1}"
-              f"-{len(printer.times)}; saved {args.output_dir}")
+        print(f"{printer.summary()}; saved {args.output_dir}")
     return 0
 
 
