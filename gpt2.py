@@ -42,8 +42,10 @@ def gpt2_checkpoint(name_or_dir: str, block_size: int | None = None, dropout: fl
     if config.vocab_size != vocab.size:
         raise CheckpointError(f"{name_or_dir} has {config.vocab_size} token embeddings; the GPT-2 tokenizer has "
                               f"{vocab.size} tokens")
-    return {"model": weights_from_hf(read_hf_weights(folder), config.block_size), "model_args": asdict(config),
-            "vocab": vocab.state_dict()}
+    weights = weights_from_hf(read_hf_weights(folder), config.block_size)
+    if not config.value_head:  # a folder's trained head (examples/trl_iqlearn.py) is dropped: no probability changes
+        weights = {k: v for k, v in weights.items() if not k.startswith("value_head.")}
+    return {"model": weights, "model_args": asdict(config), "vocab": vocab.state_dict()}
 
 
 def first_line(e: Exception) -> str:
@@ -129,13 +131,14 @@ CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight",
 def weights_from_hf(hf_state: dict[str, torch.Tensor], block_size: int) -> dict[str, torch.Tensor]:
     """Hugging Face GPT-2 weights under our names: h.i -> blocks.i, Conv1D matrices transposed, the
     position table cropped to block_size. Dropped: the causal-mask buffers (attn.bias,
-    attn.masked_bias) and lm_head.weight, which is wte's (tied, as ours)."""
+    attn.masked_bias) and lm_head.weight, which is wte's (tied, as ours). The value head that
+    examples/trl_iqlearn.py saves with the weights, iqlearn_value_head.v.*, is ours: value_head.*."""
     state = {}
     for key, tensor in hf_state.items():
         key = key.removeprefix("transformer.")  # GPT2LMHeadModel's prefix; GPT2Model has none
         if key == "lm_head.weight" or re.fullmatch(r"h\.\d+\.attn\.(masked_)?bias", key):
             continue
-        key = re.sub(r"^h\.", "blocks.", key)
+        key = re.sub(r"^h\.", "blocks.", key).replace("iqlearn_value_head.v.", "value_head.")
         if key.endswith(CONV1D_WEIGHTS):
             tensor = tensor.t()
         state[key] = tensor[:block_size] if key == "wpe.weight" else tensor

@@ -1,11 +1,12 @@
 """IQLearn in TRL: an SFTTrainer whose loss is iqlearn.py's nll + lam * td.
 
-    python examples/trl_iqlearn.py --model out_full_hf --lambda 0.1 --gamma 0.9 --value_head --steps 20
-    python examples/trl_iqlearn.py --model out_full_hf --trainer sft --steps 20   # TRL's own SFTTrainer
-    accelerate launch --num_processes 2 examples/trl_iqlearn.py --model out_full_hf ...
+    python examples/trl_iqlearn.py --model out_tiny_hf --lambda 0.1 --gamma 0.9 --value_head --steps 20
+    python examples/trl_iqlearn.py --model out_tiny_hf --trainer sft --steps 20   # TRL's own SFTTrainer
+    accelerate launch --num_processes 8 examples/trl_iqlearn.py --model ...        # 8 GPUs (DDP)
 
-For your own script: copy iqlearn.py, this file and hf_iqlearn.py beside it (targets_and_done,
-ValueOffset), then use IQLearnConfig and IQLearnTrainer as SFTConfig and SFTTrainer:
+In your own script, with this folder on sys.path (this file imports the repository's iqlearn.py
+and runtime.py, and hf_iqlearn.py's targets_and_done and ValueOffset), use IQLearnConfig and
+IQLearnTrainer as SFTConfig and SFTTrainer (docs/huggingface.md, "TRL"):
 
     config = IQLearnConfig(output_dir="out_trl", lam=0.1, gamma=0.9, value_head=True, ...)
     trainer = IQLearnTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
@@ -54,6 +55,8 @@ from iqlearn import check_coefficients, iqlearn_loss  # noqa: E402
 from runtime import Parser, UserError  # noqa: E402  (the project's one-line errors)
 
 try:
+    import datasets
+    import transformers
     from transformers import PrinterCallback, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 except ImportError:
@@ -197,6 +200,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def context(tokenizer, model) -> int:
+    """The longest sequence to train on: the model's positions, or the tokenizer's limit if lower."""
+    positions = getattr(model.config.get_text_config(), "max_position_embeddings", None) or tokenizer.model_max_length
+    return min(positions, tokenizer.model_max_length)
+
+
 class StepPrinter(TrainerCallback):
     """One line per logged step; the wall and CPU time of each optimizer step (medians at the end)."""
 
@@ -223,21 +232,23 @@ class StepPrinter(TrainerCallback):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    datasets.disable_progress_bars()  # one bar per pass of TRL's data preparation, and one per model load
+    transformers.utils.logging.disable_progress_bar()
     try:
         tokenizer, model = load(args.model)
         records = pairs(args.data)
     except UserError as e:
         print(f"trl_iqlearn.py: error: {e}", file=sys.stderr)
         return 2
-    from datasets import Dataset
-    dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["response"]} for r in records])
+    dataset = datasets.Dataset.from_list([{"prompt": r["prompt"], "completion": r["response"]} for r in records])
     common = dict(output_dir=args.output_dir, max_steps=args.steps, per_device_train_batch_size=args.batch_size,
                   gradient_accumulation_steps=args.grad_accum, learning_rate=args.learning_rate,
                   lr_scheduler_type="constant", logging_steps=1, save_strategy="no", report_to="none",
                   disable_tqdm=True, seed=args.seed, padding_free=args.padding_free,
                   bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),  # TRL's default: bf16 on
                   gradient_checkpointing=False,  # TRL's default recomputes activations: for large models
-                  max_length=None if args.padding_free else min(tokenizer.model_max_length, 1 << 20))
+                  dataloader_pin_memory=torch.cuda.is_available(),
+                  max_length=None if args.padding_free else context(tokenizer, model))
     try:
         if args.trainer == "sft":
             trainer = SFTTrainer(model=model, args=SFTConfig(**common), train_dataset=dataset,
@@ -248,11 +259,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:  # a setting TRL or IQLearnTrainer refuses: its message, on one line
         print(f"trl_iqlearn.py: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
-    rows = trainer.train_dataset["input_ids"]
-    cut = sum(1 for ids in rows if ids[-1] != tokenizer.eos_token_id)
-    print(f"{args.trainer}: {len(rows)} examples ({cut} cut at {common['max_length']} tokens, without their "
-          f"end-of-text), lambda {args.lam}, gamma {args.gamma}, value head {args.value_head}, batch "
-          f"{args.batch_size} x {args.grad_accum} x {trainer.accelerator.num_processes} processes")
+    if trainer.accelerator.is_main_process:
+        rows = trainer.train_dataset["input_ids"]
+        cut = sum(1 for ids in rows if ids[-1] != tokenizer.eos_token_id)
+        loss = "SFTTrainer's own" if args.trainer == "sft" else \
+            f"IQLearn, lambda {args.lam}, gamma {args.gamma}, value head {args.value_head}"
+        print(f"{len(rows)} examples ({cut} cut at {common['max_length']} tokens before their end-of-text), {loss}, "
+              f"batch {args.batch_size} x {args.grad_accum} micro-batches x {trainer.accelerator.num_processes} "
+              "processes")
     trainer.remove_callback(PrinterCallback)
     printer = StepPrinter()
     trainer.add_callback(printer)
