@@ -135,6 +135,12 @@ def reference(folder, tmp_path_factory):
     return trainer, step(trainer)
 
 
+@pytest.fixture(scope="module")
+def uncut_items(folder, tmp_path_factory) -> list[Item]:
+    """The 8 problems as TRL tokenizes them without max_length, as our Items (one per row)."""
+    return items_of(make(folder, tmp_path_factory.mktemp("uncut"), **{**REFERENCE, "max_length": None}).train_dataset)
+
+
 def items_of(dataset) -> list[Item]:
     """TRL's tokenized rows as our data.py Items: the prompt is where the labels start, terminal when
     the row ends in EOS (collate builds targets and done from these, independently of the trainer)."""
@@ -187,13 +193,13 @@ def test_at_lambda_above_zero_it_is_our_loss_on_our_model_with_the_same_weights(
 
 def slow_td(logits: torch.Tensor, labels: torch.Tensor, gamma: float, eos_terminal: bool) -> float:
     """The mean of r_t^2 = (Q(s_t, a_t) - gamma V(s_t+1))^2 over the actions, one transition at a time."""
+    v = torch.logsumexp(logits.double(), -1).tolist()  # V(s_t) = logsumexp Q(s_t, .) at each position
     total, count = 0.0, 0
-    for b in range(labels.size(0)):
-        for t in range(labels.size(1) - 1):
-            action = int(labels[b, t + 1])
+    for b, row in enumerate(labels.tolist()):
+        for t, action in enumerate(row[1:]):  # the action taken in s_t is token t + 1
             if action == IGNORE_HF:
                 continue
-            v_next = 0.0 if eos_terminal and action == EOS else float(torch.logsumexp(logits[b, t + 1], -1))
+            v_next = 0.0 if eos_terminal and action == EOS else v[b][t + 1]
             total += (float(logits[b, t, action]) - gamma * v_next) ** 2
             count += 1
     return total / count
@@ -259,12 +265,11 @@ def test_two_micro_batches_of_4_are_one_batch_of_8_for_nll_and_td(folder, tmp_pa
 
 @pytest.mark.parametrize("options", [dict(padding_free=True), dict(packing=True, max_length=128)],
                          ids=["padding_free", "packing"])
-def test_sequences_sharing_a_row_train_as_the_padded_batch(folder, tmp_path, options):
+def test_sequences_sharing_a_row_train_as_the_padded_batch(folder, tmp_path, uncut_items, options):
     trainer = make(folder, tmp_path, **{**REFERENCE, "max_length": None, **options})
     batch = next(iter(trainer.get_train_dataloader()))
     assert batch["input_ids"].size(0) == 1 and (batch["position_ids"] == 0).sum() == 8  # 8 sequences, one row
-    padded = make(folder, tmp_path, **{**REFERENCE, "max_length": None})  # TRL's rows, not trained
-    assert_matches_ours(step(trainer), our_step(folder, items_of(padded.train_dataset)))
+    assert_matches_ours(step(trainer), our_step(folder, uncut_items))
 
 
 TWO_PROCESSES = """
