@@ -14,7 +14,7 @@ renaming, which export.py writes as a Hugging Face folder.
 import json
 import os
 import re
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import torch
 
@@ -34,7 +34,8 @@ def gpt2_checkpoint(name_or_dir: str, block_size: int | None = None, dropout: fl
     """A GPT-2 (`gpt2` ... `gpt2-xl` from the Hub, or a local Hugging Face folder) as a checkpoint of
     ours to start from: {"model": weights under our names, "model_args": the GPTConfig's fields,
     "vocab": GPT-2's full, unpadded vocabulary}. The position table is cropped to block_size
-    (default: all of it). Raises CheckpointError, with one line saying why, when the weights cannot
+    (default: all of it). A folder with a value head (examples/trl_iqlearn.py saves one) gives a
+    checkpoint with it. Raises CheckpointError, with one line saying why, when the weights cannot
     be had or are not a GPT-2 this model implements."""
     folder = name_or_dir if os.path.isdir(name_or_dir) else fetch_gpt2(name_or_dir)
     config = config_from_hf(read_hf_config(folder), block_size, dropout, value_head)
@@ -43,8 +44,8 @@ def gpt2_checkpoint(name_or_dir: str, block_size: int | None = None, dropout: fl
         raise CheckpointError(f"{name_or_dir} has {config.vocab_size} token embeddings; the GPT-2 tokenizer has "
                               f"{vocab.size} tokens")
     weights = weights_from_hf(read_hf_weights(folder), config.block_size)
-    if not config.value_head:  # a folder's trained head (examples/trl_iqlearn.py) is dropped: no probability changes
-        weights = {k: v for k, v in weights.items() if not k.startswith("value_head.")}
+    if "value_head.weight" in weights:  # a head examples/trl_iqlearn.py trained: it stays, as a checkpoint's does
+        config = replace(config, value_head=True)
     return {"model": weights, "model_args": asdict(config), "vocab": vocab.state_dict()}
 
 

@@ -311,9 +311,9 @@ def test_twenty_steps_lower_the_loss_and_save_a_model_from_pretrained_loads(fold
     start = transformers.GPT2LMHeadModel.from_pretrained(folder)
     assert not torch.equal(trained.transformer.h[0].mlp.c_fc.weight, start.transformer.h[0].mlp.c_fc.weight)
     assert transformers.AutoTokenizer.from_pretrained(out).eos_token_id == EOS
-    # train.py --init_from out --value_head: our model, with the head that trained
-    ours = model_from_checkpoint(gpt2_checkpoint(str(out), value_head=True)).eval()
-    assert float(ours.value_head.weight.abs().max()) > 0
+    # what train.py --init_from reads: our model, with the head that trained
+    ours = model_from_checkpoint(gpt2_checkpoint(str(out))).eval()
+    assert ours.config.value_head and float(ours.value_head.weight.abs().max()) > 0
     ids = torch.tensor([trl_iqlearn.load(str(out))[0](data.read_text().splitlines()[0])["input_ids"][:40]])
     with torch.no_grad():
         torch.testing.assert_close(ours(ids).log_softmax(-1), trained(ids).logits.log_softmax(-1), rtol=0, atol=1e-5)
