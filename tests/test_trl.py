@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 
@@ -284,14 +285,19 @@ if trainer.accelerator.is_main_process:
 """
 
 
+@pytest.mark.slow  # two fresh interpreters importing torch, transformers and TRL: ~16 s of CPU
 def test_two_processes_of_4_are_one_process_of_8(folder, tmp_path, reference):
     script = tmp_path / "two.py"
     script.write_text(TWO_PROCESSES.format(root=ROOT, tests=os.path.join(ROOT, "tests"), folder=folder,
                                            out=str(tmp_path)))
     # gloo on CPU: accelerate's multi-process launcher (torchrun) with ACCELERATE_USE_CPU; --cpu alone runs one
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "1"}
+    with socket.socket() as free:  # a free port, so that runs beside ours do not collide on torchrun's default
+        free.bind(("127.0.0.1", 0))
+        port = str(free.getsockname()[1])
     run = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script)],
+                          "--num_machines", "1", "--main_process_port", port, "--mixed_precision", "no",
+                          "--dynamo_backend", "no", str(script)],
                          capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     processes, log, grads = torch.load(tmp_path / "step.pt")
@@ -302,7 +308,7 @@ def test_two_processes_of_4_are_one_process_of_8(folder, tmp_path, reference):
 def test_twenty_steps_lower_the_loss_and_save_a_model_from_pretrained_loads(folder, tmp_path, capsys):
     out, data = tmp_path / "run", tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in trl_iqlearn.pairs(None)[:8]))
-    assert trl_iqlearn.main(["--model", folder, "--data", str(data), "--steps", "20", "--batch_size", "2",
+    assert trl_iqlearn.main(["--model", folder, "--data", str(data), "--steps", "20", "--batch_size", "1",
                              "--learning_rate", "3e-3",
                              "--lambda", "0.1", "--gamma", "0.9", "--value_head", "--output_dir", str(out)]) == 0
     losses = [float(m) for m in re.findall(r"^step \d+: loss ([\d.]+)", capsys.readouterr().out, re.M)]
@@ -310,12 +316,13 @@ def test_twenty_steps_lower_the_loss_and_save_a_model_from_pretrained_loads(fold
     trained = transformers.GPT2LMHeadModel.from_pretrained(out).eval()  # drops the value head: no probability changes
     start = transformers.GPT2LMHeadModel.from_pretrained(folder)
     assert not torch.equal(trained.transformer.h[0].mlp.c_fc.weight, start.transformer.h[0].mlp.c_fc.weight)
-    assert transformers.AutoTokenizer.from_pretrained(out).eos_token_id == EOS
-    # what train.py --init_from reads: our model, with the head that trained
+    tokenizer = transformers.AutoTokenizer.from_pretrained(out)
+    assert tokenizer.eos_token_id == EOS
+    # what train.py --init_from reads: our model, with the head that trained, and the same policy
     ours = model_from_checkpoint(gpt2_checkpoint(str(out))).eval()
-    assert ours.config.value_head and float(ours.value_head.weight.abs().max()) > 0
-    ids = torch.tensor([trl_iqlearn.load(str(out))[0](data.read_text().splitlines()[0])["input_ids"][:40]])
+    ids = torch.tensor([tokenizer(data.read_text().splitlines()[0])["input_ids"][:40]])
     with torch.no_grad():
+        assert ours.config.value_head and float(ours.value_head.weight.abs().max()) > 0
         torch.testing.assert_close(ours(ids).log_softmax(-1), trained(ids).logits.log_softmax(-1), rtol=0, atol=1e-5)
 
 
