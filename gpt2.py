@@ -14,7 +14,7 @@ renaming, which export.py writes as a Hugging Face folder.
 import json
 import os
 import re
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import torch
 
@@ -34,7 +34,8 @@ def gpt2_checkpoint(name_or_dir: str, block_size: int | None = None, dropout: fl
     """A GPT-2 (`gpt2` ... `gpt2-xl` from the Hub, or a local Hugging Face folder) as a checkpoint of
     ours to start from: {"model": weights under our names, "model_args": the GPTConfig's fields,
     "vocab": GPT-2's full, unpadded vocabulary}. The position table is cropped to block_size
-    (default: all of it). Raises CheckpointError, with one line saying why, when the weights cannot
+    (default: all of it). A folder with a value head (examples/trl_iqlearn.py saves one) gives a
+    checkpoint with it. Raises CheckpointError, with one line saying why, when the weights cannot
     be had or are not a GPT-2 this model implements."""
     folder = name_or_dir if os.path.isdir(name_or_dir) else fetch_gpt2(name_or_dir)
     config = config_from_hf(read_hf_config(folder), block_size, dropout, value_head)
@@ -42,8 +43,10 @@ def gpt2_checkpoint(name_or_dir: str, block_size: int | None = None, dropout: fl
     if config.vocab_size != vocab.size:
         raise CheckpointError(f"{name_or_dir} has {config.vocab_size} token embeddings; the GPT-2 tokenizer has "
                               f"{vocab.size} tokens")
-    return {"model": weights_from_hf(read_hf_weights(folder), config.block_size), "model_args": asdict(config),
-            "vocab": vocab.state_dict()}
+    weights = weights_from_hf(read_hf_weights(folder), config.block_size)
+    if "value_head.weight" in weights:  # a head examples/trl_iqlearn.py trained: it stays, as a checkpoint's does
+        config = replace(config, value_head=True)
+    return {"model": weights, "model_args": asdict(config), "vocab": vocab.state_dict()}
 
 
 def first_line(e: Exception) -> str:
@@ -129,13 +132,14 @@ CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight",
 def weights_from_hf(hf_state: dict[str, torch.Tensor], block_size: int) -> dict[str, torch.Tensor]:
     """Hugging Face GPT-2 weights under our names: h.i -> blocks.i, Conv1D matrices transposed, the
     position table cropped to block_size. Dropped: the causal-mask buffers (attn.bias,
-    attn.masked_bias) and lm_head.weight, which is wte's (tied, as ours)."""
+    attn.masked_bias) and lm_head.weight, which is wte's (tied, as ours). The value head that
+    examples/trl_iqlearn.py saves with the weights, iqlearn_value_head.v.*, is ours: value_head.*."""
     state = {}
     for key, tensor in hf_state.items():
         key = key.removeprefix("transformer.")  # GPT2LMHeadModel's prefix; GPT2Model has none
         if key == "lm_head.weight" or re.fullmatch(r"h\.\d+\.attn\.(masked_)?bias", key):
             continue
-        key = re.sub(r"^h\.", "blocks.", key)
+        key = re.sub(r"^h\.", "blocks.", key).replace("iqlearn_value_head.v.", "value_head.")
         if key.endswith(CONV1D_WEIGHTS):
             tensor = tensor.t()
         state[key] = tensor[:block_size] if key == "wpe.weight" else tensor

@@ -6,11 +6,15 @@
 iqlearn_loss takes logits, so any causal LM's loop can use it: copy iqlearn.py (one file, torch
 only) into your project and mind three things (iqlearn_step below does all three):
 
-1. The shift. A causal LM's logits at position t score token t + 1; with labels= the model shifts
-   inside. iqlearn_loss takes the shifted pair, logits[:, :-1] and labels[:, 1:]: Q(s_t, .) and the
-   expert's action a_t = token t + 1.
+1. The shift. A causal LM's logits at position t are Q(s_t, .), the scores of token t + 1; with
+   labels= the model shifts inside. targets_and_done shifts the labels instead: targets[:, t] =
+   labels[:, t + 1], the expert's action a_t, and -100 in the last column, where no token follows.
+   iqlearn_loss then takes all the logits, so every action's next state s_{t + 1} has its logits at
+   column t + 1, even the last action of a row cut before its end-of-text: the TD term's positions
+   are exactly the actions, whatever the padding (a trainer that sums over micro-batches normalises
+   both terms by one count of actions: examples/trl_iqlearn.py).
 2. Actions and terminals. Labels are -100 on the prompt and on padding, as for labels=; pass
-   ignore_index=-100. done = (labels[:, 1:] == eos_id) marks the end-of-text action: the state after
+   ignore_index=-100. done = (targets == eos_id) marks the end-of-text action: the state after
    it is terminal, V = 0, so the TD term never reads the logits of what follows (padding). Build the
    labels from each row's length, not from input_ids == pad_token_id: GPT-2 pads with its EOS token,
    and masking every pad id would mask the real EOS too, leaving no action terminal.
@@ -32,6 +36,7 @@ import os
 import sys
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # iqlearn.py is one folder up
@@ -72,6 +77,14 @@ def batch_from_ids(examples: list[tuple[list[int], list[int]]], eos_id: int, pad
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
+def targets_and_done(labels: torch.Tensor, eos_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hugging Face labels [B, T] -> iqlearn_loss's targets and done [B, T], aligned with the logits:
+    targets[:, t] = labels[:, t + 1] (a_t = token t + 1), IGNORE in the last column; done marks the
+    end-of-text action, after which the state is terminal (V(s_{t+1}) = 0)."""
+    targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE)
+    return targets, targets == eos_id
+
+
 def iqlearn_step(model: nn.Module, batch: dict[str, torch.Tensor], eos_id: int, lam: float, gamma: float = 1.0,
                  head: ValueOffset | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The IQLearn loss nll + lam * td of a Hugging Face causal LM on a batch with labels."""
@@ -80,9 +93,8 @@ def iqlearn_step(model: nn.Module, batch: dict[str, torch.Tensor], eos_id: int, 
     logits = out.logits
     if head is not None:  # GPT-2's last hidden state is after its final LayerNorm, as our value head's input
         logits = head(logits, out.hidden_states[-1])
-    targets = batch["labels"][:, 1:]  # a_t = token t + 1: the shift labels= does inside the model
-    done = targets == eos_id          # the end-of-text action is terminal: V(s_{t+1}) = 0
-    return iqlearn_loss(logits[:, :-1], targets, lam=lam, gamma=gamma, done=done, ignore_index=IGNORE)
+    targets, done = targets_and_done(batch["labels"], eos_id)
+    return iqlearn_loss(logits, targets, lam=lam, gamma=gamma, done=done, ignore_index=IGNORE)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Tests run offline: use the repository's neighbouring GPT-2 BPE cache when there is one. And the
-one fixture two test files share: a tiny MLE checkpoint made by train.py."""
+"""Tests run offline: use the repository's neighbouring GPT-2 BPE cache when there is one. The one
+fixture two test files share: a tiny MLE checkpoint made by train.py. And --slow, which adds the
+tests marked slow (CI passes it; a plain run skips them, saying so)."""
 
 import os
 
@@ -8,6 +9,23 @@ import pytest
 _CACHE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "tiktoken_cache")
 if "TIKTOKEN_CACHE_DIR" not in os.environ and os.path.isdir(_CACHE):
     os.environ["TIKTOKEN_CACHE_DIR"] = os.path.abspath(_CACHE)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true", help="also run the tests marked slow (CI does)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a check that starts processes of its own; runs with --slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--slow"):
+        skip = pytest.mark.skip(reason="marked slow: run with --slow, as CI does")
+        for item in items:
+            if "slow" in item.keywords:
+                item.add_marker(skip)
+
 
 # A tiny run of the built-in task, for GAIL's tests and bench.py's --algorithms (gail.py takes these flags too).
 TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--batch_size", "8", "--block_size", "96",

@@ -71,7 +71,8 @@ def with_cut_row(batch: dict, width_tokens: list[int], n_prompt: int) -> dict:
 
 def batch_and_items():
     """One batch two ways: Hugging Face's (input_ids, attention_mask, labels, padded with EOS) and
-    our data.py Items, which collate turns into (x, y, done) independently of the example."""
+    our data.py Items, which collate turns into (x, y, done) independently of the example (with the
+    last state: every action's next state computed, the cut row's last action too)."""
     pairs = examples()
     batch = hf_iqlearn.batch_from_ids(pairs, EOS, pad_id=EOS)
     width = batch["input_ids"].size(1)
@@ -87,11 +88,12 @@ def grads(module) -> dict[str, torch.Tensor]:
 
 def test_the_batch_is_what_collate_makes_labels_shifted_and_eos_terminal():
     batch, items = batch_and_items()
-    x, y, done = (torch.from_numpy(a) for a in collate(items))
-    targets = batch["labels"][:, 1:]
+    x, y, done = (torch.from_numpy(a) for a in collate(items, with_last_state=True))
+    targets, hf_done = hf_iqlearn.targets_and_done(batch["labels"], EOS)
     assert torch.equal(targets, torch.where(y == IGNORE, IGNORE_HF, y))  # prompt and padding ignored
-    assert torch.equal(targets == EOS, done)  # the EOS action, kept although padding is EOS too
-    assert done.sum() == 4 and torch.equal(batch["input_ids"][:, :-1][y != IGNORE], x[y != IGNORE])
+    assert torch.equal(hf_done, done)  # the EOS action, kept although padding is EOS too
+    assert done.sum() == 4 and torch.equal(batch["input_ids"][y != IGNORE], x[y != IGNORE])
+    assert targets[-1, -2] != IGNORE_HF  # the cut row keeps its last action: its next state is the last column
 
 
 def test_at_lambda_zero_it_is_the_models_own_labels_loss_in_value_and_gradient(gpt2_folder):
@@ -126,7 +128,7 @@ def test_at_lambda_above_zero_it_is_our_loss_on_our_model_with_the_same_weights(
     batch, items = batch_and_items()
     loss, stats = hf_iqlearn.iqlearn_step(theirs, batch, EOS, lam=0.5, gamma=0.9, head=head)
     loss.backward()
-    x, y, done = (torch.from_numpy(a) for a in collate(items))
+    x, y, done = (torch.from_numpy(a) for a in collate(items, with_last_state=True))
     expected, expected_stats = iqlearn_loss(ours(x), y, lam=0.5, gamma=0.9, done=done, ignore_index=IGNORE)
     expected.backward()
 
