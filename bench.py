@@ -43,7 +43,7 @@ from data import IGNORE, Batches, collate, length_chunks, load_dataset
 from gpt2 import GPT2_SIZES, GPT2_VOCAB
 from model import GPT, GPTConfig
 from runtime import (DTYPES, CheckpointError, Parser, autocast, grad_scaler, load_checkpoint, param_counts, pick_device,
-                     pick_dtype, step_memory)
+                     pick_dtype, run_main, step_memory)
 
 
 # Dense bf16 (= fp16) tensor-core peak FLOP/s, matched on torch.cuda.get_device_name(), first
@@ -471,17 +471,26 @@ def print_algorithms_report(r: dict) -> None:
           f"{r['gail_disc_ms']:.0f}, policy step {r['gail_policy_ms']:.0f}")
 
 
-if __name__ == "__main__":
-    args = parse_args()
+def bench(args: argparse.Namespace) -> int:
+    """The run its flags ask for, printed as a report (or --json)."""
     if args.memory_table:
         rows = memory_table(args.batch_size, args.block_size)
         if args.json:
             print(json.dumps(rows))
         else:
             print_memory_table(rows, args.batch_size, args.block_size)
-        sys.exit(0)
+        return 0
     result = algorithms_benchmark(args) if args.algorithms else benchmark(args)
     if args.json:
         print(json.dumps(result))
     else:
         (print_algorithms_report if args.algorithms else print_report)(result)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main("bench.py", lambda: bench(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -34,6 +34,10 @@ class DataError(UserError):
     """A problem with the user's data: a missing or unreadable file, too little of it, a bad task knob."""
 
 
+class UnknownToken(DataError):
+    """Text with a token that a compact vocabulary (a checkpoint's) does not have."""
+
+
 # ----------------------------------------------------------------------------------------------
 # Tokenizer and vocabulary
 
@@ -83,7 +87,7 @@ class Vocab:
             return list(ids)
         missing = [i for i in ids if i not in self._to_model]
         if missing:
-            raise DataError(f"token {gpt2().decode([missing[0]])!r} (GPT-2 id {missing[0]}) is not "
+            raise UnknownToken(f"token {gpt2().decode([missing[0]])!r} (GPT-2 id {missing[0]}) is not "
                             "in this model's vocabulary")
         return [self._to_model[i] for i in ids]
 
@@ -103,7 +107,7 @@ def _read(path: str) -> str:
     if not os.path.isfile(path):
         raise DataError(f"data file not found: {path}")
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # (-sig: a byte-order mark some editors write is not text)
             text = f.read()
     except UnicodeDecodeError:
         raise DataError(f"{path} is not UTF-8 text") from None
@@ -114,7 +118,10 @@ def _read(path: str) -> str:
 
 def read_jsonl(path: str) -> list[dict]:
     """{"prompt", "response"} records from a JSONL file of prompt/response or GSM8K question/answer
-    objects, one per line (blank lines skipped)."""
+    objects, one per line (blank lines skipped). Checked here, where the line number is known: a
+    line that is not JSON (a syntax error, nesting too deep to parse, an integer too long to
+    convert), not such an object, or whose response is empty (no action to imitate) is a
+    DataError naming path:line. An empty prompt is valid: see prompt_ids."""
     records = []
     for number, line in enumerate(_read(path).splitlines(), start=1):
         if not line.strip():
@@ -123,13 +130,19 @@ def read_jsonl(path: str) -> list[dict]:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{number}: not valid JSON ({e.msg})") from None
+        except (ValueError, RecursionError) as e:  # json's other failures: too deep, a too-long integer
+            reason = "nested too deeply" if isinstance(e, RecursionError) else str(e).split(";")[0]
+            raise DataError(f"{path}:{number}: not valid JSON ({reason})") from None
         if isinstance(obj, dict) and isinstance(obj.get("prompt"), str) and isinstance(obj.get("response"), str):
-            records.append({"prompt": obj["prompt"], "response": obj["response"]})
+            record = {"prompt": obj["prompt"], "response": obj["response"]}
         elif isinstance(obj, dict) and isinstance(obj.get("question"), str) and isinstance(obj.get("answer"), str):
-            records.append(as_pair(obj))
+            record = as_pair(obj)
         else:
             raise DataError(f'{path}:{number}: expected string fields "prompt" and "response" '
                             '(or "question" and "answer")')
+        if not record["response"]:  # (every non-empty text is at least one GPT-2 token)
+            raise DataError(f"{path}:{number}: the response is empty: there is no action to learn from")
+        records.append(record)
     return records
 
 
@@ -192,10 +205,20 @@ def answers_checkable(responses: list[str]) -> bool:
     return bool(responses) and all(extract_answer(r) is not None for r in responses)
 
 
+def prompt_ids(vocab: Vocab, prompt: str) -> list[int]:
+    """The prompt's tokens: the initial state s_0. An empty prompt (unconditional text) is EOS alone.
+
+    Why not refuse it: the first action a_0 needs a state to be scored in, Q(s_0, .) = the logits
+    at the last prompt position, and an empty prefix has no position. EOS is the state before any
+    text, as GPT-2 was trained (documents follow <|endoftext|>) and samples unconditionally; it is
+    in every vocabulary. So prompt-less pairs train, evaluate and sample like any other."""
+    return vocab.encode(prompt) or [vocab.eos]
+
+
 def pair_item(vocab: Vocab, prompt: str, response: str) -> Item:
     """prompt + response + EOS. The prompt is tokenized on its own so the boundary is exact."""
-    prompt_ids, response_ids = vocab.encode(prompt), vocab.encode(response)
-    return Item(np.array(prompt_ids + response_ids + [vocab.eos]), len(prompt_ids), True)
+    prompt_tokens, response_tokens = prompt_ids(vocab, prompt), vocab.encode(response)
+    return Item(np.array(prompt_tokens + response_tokens + [vocab.eos]), len(prompt_tokens), True)
 
 
 def _text_items(tokens: list[int], block_size: int) -> list[Item]:
@@ -272,14 +295,20 @@ def load_dataset(spec: dict, block_size: int, vocab: Vocab | None = None) -> Dat
     """Build the dataset a run trains on (spec as for load_records). The vocabulary is built from
     the data unless given (a checkpoint's vocabulary, when resuming or fine-tuning)."""
     records = load_records(spec)
-    if records is None:
-        return _load_text(spec["data"], spec.get("val_data"), block_size, spec.get("full_vocab", False), vocab)
-    if vocab is None:
-        vocab = _vocab_for([r[part] for split in records.values() for r in split for part in ("prompt", "response")],
-                           spec.get("full_vocab", False))
-    items, dropped = {}, 0
+    try:
+        if records is None:
+            return _load_text(spec["data"], spec.get("val_data"), block_size, spec.get("full_vocab", False), vocab)
+        if vocab is None:
+            vocab = _vocab_for([r[part] for split in records.values() for r in split
+                                for part in ("prompt", "response")], spec.get("full_vocab", False))
+        items = {split: [it for _, it in fitting_pairs(vocab, records[split], block_size)]
+                 for split in ("train", "val")}
+    except UnknownToken as e:  # only a given vocabulary lacks a token of the data
+        raise DataError(f"{e}: a checkpoint's model knows only the tokens of the data it was trained on; train "
+                        "on that data (its --data, --val_data and --task_* flags), or start from a model trained "
+                        "with --full_vocab") from None
+    dropped = 0
     for split in ("train", "val"):
-        items[split] = [it for _, it in fitting_pairs(vocab, records[split], block_size)]
         dropped += len(records[split]) - len(items[split])
         if not items[split]:
             raise DataError(f"no {split} example fits in block_size={block_size} tokens; "

@@ -29,9 +29,7 @@ only when writing; the check imports transformers only when it is installed.
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 
 import torch
@@ -39,7 +37,8 @@ import torch
 from data import Vocab, load_dataset
 from gpt2 import GPT2_VOCAB, config_to_hf, first_line, weights_to_hf
 from model import GPT, GPTConfig
-from runtime import Parser, UserError, checkpoint_path, load_checkpoint, model_from_checkpoint
+from runtime import (Parser, UserError, WriteError, checkpoint_path, load_checkpoint, model_from_checkpoint, reason,
+                     replacing, run_main)
 
 
 class ExportError(UserError):
@@ -136,27 +135,22 @@ def safetensors_writer() -> Callable[..., None]:
 
 def write_folder(hf_dir: str, config: dict, weights: dict[str, torch.Tensor], files: dict[str, bytes],
                  save_file: Callable[..., None]) -> None:
-    """config.json, model.safetensors (written by save_file) and `files`, into a temporary folder
-    beside hf_dir renamed to it at the end: hf_dir appears whole or not at all, and rename(2)
-    replaces only an absent or empty folder, so one filled meanwhile is never overwritten."""
-    parent = os.path.dirname(os.path.abspath(hf_dir))
+    """config.json, model.safetensors (written by save_file) and `files`, into hf_dir by
+    runtime.replacing: a temporary folder beside it, renamed to it at the end. hf_dir appears whole
+    or not at all, rename(2) replaces only an absent or empty folder, so one filled meanwhile is
+    never overwritten, and a failed write (disk full: safetensors' error or an OSError) is one line
+    (WriteError) that leaves nothing behind."""
     try:
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
+        os.makedirs(os.path.dirname(os.path.abspath(hf_dir)), exist_ok=True)
     except OSError as e:
-        raise ExportError(f"cannot write beside {hf_dir} ({e.strerror or e})") from None
-    try:
+        raise WriteError(f"cannot write beside {hf_dir} ({reason(e)})") from None
+    with replacing(hf_dir, folder=True) as tmp:
         # metadata "pt": what save_pretrained writes, and what transformers checks the file for
         save_file(weights, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
-        files = {"config.json": json.dumps(config, indent=2).encode(), **files}
-        for name, content in files.items():
+        for name, content in {"config.json": json.dumps(config, indent=2).encode(), **files}.items():
             with open(os.path.join(tmp, name), "wb") as f:
                 f.write(content)
         readable_as_umask_says(tmp)
-        os.rename(tmp, hf_dir)
-    except OSError as e:  # disk full, permission denied, hf_dir filled meanwhile
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise ExportError(f"could not write {hf_dir} ({e.strerror or e})") from None
 
 
 def readable_as_umask_says(folder: str) -> None:
@@ -267,12 +261,7 @@ def export(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        return export(args)
-    except UserError as e:
-        print(f"export.py: error: {e}", file=sys.stderr)
-        return 2
+    return run_main("export.py", lambda: export(parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -42,9 +42,7 @@ the mean reward, which show an adversarial run going wrong), out_dir/ckpt.pt rea
 
 import copy
 import dataclasses
-import json
 import math
-import os
 import signal
 import sys
 import time
@@ -58,9 +56,10 @@ from data import DATA_FIELDS, IGNORE, Batches, Dataset, Problem, Vocab, collate,
     load_dataset, policy_samples, problems_from, val_batches
 from iqlearn import check_coefficients, exp_floor, masked_mean, policy_entropy
 from model import GPT, GPTConfig
-from runtime import (DTYPES, MODEL_FIELDS, StopSignals, UserError, autocast, build_model, check_at_least,
-                     checkpoint_path, cosine_lr, flag_of, grad_scaler, holding_out_dir, knob, parse_config, pick_device,
-                     pick_dtype, restore_training, starting_point, training_checkpoint, write_checkpoint)
+from runtime import (DTYPES, MAX_SEED, MODEL_FIELDS, StopSignals, UserError, append_log, autocast, build_model,
+                     check_ranges, checkpoint_path, cosine_lr, flag_of, grad_scaler, holding_out_dir, knob, parse_config,
+                     pick_device, pick_dtype, restore_training, run_main, start_log, starting_point, training_checkpoint,
+                     what_is_kept, write_checkpoint)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -115,7 +114,7 @@ class GailConfig:
     device: str = knob("auto", "auto (cuda, mps, cpu) or a torch device")
     dtype: str = knob("auto", "autocast precision; auto: bf16 (else fp16) on CUDA, float32 elsewhere",
                       choices=["auto", *DTYPES])
-    seed: int = knob(1337, "initialisation, data order and sampling")
+    seed: int = knob(1337, "initialisation, data order and sampling", at_least=0, at_most=MAX_SEED)
 
 
 DISC_FIELDS = ("disc_n_layer", "disc_n_head", "disc_n_embd")
@@ -123,7 +122,10 @@ FIXED_FIELDS = MODEL_FIELDS + DISC_FIELDS + ("value_head",) + DATA_FIELDS
 PER_INVOCATION = ("out_dir", "resume", "device")
 
 
-def check_config(c: GailConfig) -> None:
+def check_config(c: GailConfig, settled: bool) -> None:
+    """UserError for the first flag out of range. settled: the policy's shape is final; before
+    --init_from or --resume has set it, the widths are not checked against head counts that the
+    checkpoint's may still replace."""
     try:
         check_coefficients(gamma=c.gamma)
     except ValueError as e:
@@ -131,8 +133,8 @@ def check_config(c: GailConfig) -> None:
     for name in ("mle_weight", "kl_coef", "entropy_coef"):
         if not (math.isfinite(getattr(c, name)) and getattr(c, name) >= 0):
             raise UserError(f"{flag_of(GailConfig, name)} must be a finite number >= 0, got {getattr(c, name)}")
-    check_at_least(c)
-    for heads, width in (("n_head", "n_embd"), ("disc_n_head", "disc_n_embd")):
+    check_ranges(c)
+    for heads, width in (("n_head", "n_embd"), ("disc_n_head", "disc_n_embd")) if settled else ():
         h, w = getattr(c, heads) or c.n_head, getattr(c, width) or c.n_embd
         if w % h:
             raise UserError(f"--{width} ({w}) must be divisible by --{heads} ({h})")
@@ -270,6 +272,11 @@ class Run:
     dtype: torch.dtype
     iter_num: int = 0
     best_val_loss: float = math.inf
+    # The statistics since the last evaluation, as running sums (its log row's means), and whether a
+    # signal stopped the run in an iteration that evaluates before it evaluated: both in the
+    # checkpoint, so a resumed run logs what an uninterrupted one does.
+    interval: dict = dataclasses.field(default_factory=lambda: {"sums": {}, "counts": {}})
+    eval_owed: bool = False
 
 
 def discriminator_config(c: GailConfig, vocab_size: int) -> GPTConfig:
@@ -305,18 +312,20 @@ def setup(c: GailConfig, resumed: dict | None, source: dict | None, device: str)
         disc_optimizer.load_state_dict(resumed["disc_optimizer"])
         disc_scaler.load_state_dict(resumed["disc_scaler"])
         run.iter_num, run.best_val_loss = resumed["iter_num"], resumed["best_val_loss"]
+        run.interval = resumed.get("interval", run.interval)  # (a checkpoint of an earlier version has none)
+        run.eval_owed = resumed.get("eval_owed", False)
     return run
 
 
-def save(run: Run) -> bool:
+def save(run: Run) -> None:
     """runtime's checkpoint of the policy (what sample.py reads), plus GAIL's other networks."""
     checkpoint = training_checkpoint(
         run.policy, run.optimizer, run.scaler, run.batches, run.config, run.dataset.vocab.state_dict(),
         data_spec(run.config), run.iter_num, run.best_val_loss, algorithm="gail",
         reference=run.reference.state_dict(), discriminator=run.discriminator.state_dict(),
         disc_model_args=dataclasses.asdict(run.discriminator.config), disc_optimizer=run.disc_optimizer.state_dict(),
-        disc_scaler=run.disc_scaler.state_dict())
-    return write_checkpoint(checkpoint, run.config.out_dir, False, 0, 1, run.device)
+        disc_scaler=run.disc_scaler.state_dict(), interval=run.interval, eval_owed=run.eval_owed)
+    write_checkpoint(checkpoint, run.config.out_dir, False, 0, 1, run.device)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -418,18 +427,23 @@ def val_metrics(run: Run) -> dict[str, float]:
     return sums
 
 
-def log_evaluation(run: Run, interval: list[dict[str, float]]) -> None:
+def add_to_interval(interval: dict, stats: dict[str, float]) -> None:
+    """One iteration's statistics into the running sums and counts since the last evaluation."""
+    for k, v in stats.items():
+        interval["sums"][k] = interval["sums"].get(k, 0.0) + v
+        interval["counts"][k] = interval["counts"].get(k, 0) + 1
+
+
+def log_evaluation(run: Run) -> None:
     """Evaluate; append it and the interval's means (discriminator accuracy, reward, losses, ms per
     iteration) to out_dir/log.jsonl; print a line."""
     result = val_metrics(run)
-    means = {k: sum(s[k] for s in interval if k in s) / max(sum(k in s for s in interval), 1)
+    sums, counts = run.interval["sums"], run.interval["counts"]
+    means = {k: sums.get(k, 0.0) / max(counts.get(k, 0), 1)
              for k in ("disc_accuracy", "disc_loss", "reward_mean", "pg", "nll", "kl", "entropy", "lr")}
-    ms = {f"{k[:-2]}_ms": 1000 * sum(s[k] for s in interval) / max(len(interval), 1)
-          for k in ("sample_s", "disc_s", "policy_s")}
+    ms = {f"{k[:-2]}_ms": 1000 * sums.get(k, 0.0) / max(counts.get(k, 0), 1) for k in ("sample_s", "disc_s", "policy_s")}
     ms["update_ms"] = ms["disc_ms"] + ms["policy_ms"]
-    entry = {"iter": run.iter_num, **result, **means, **ms}
-    with open(os.path.join(run.config.out_dir, "log.jsonl"), "a") as f:
-        f.write(json.dumps(entry) + "\n")
+    append_log(run.config.out_dir, {"iter": run.iter_num, **result, **means, **ms})
     run.best_val_loss = min(run.best_val_loss, result["val_nll"])
     tqdm.write(f"iter {run.iter_num}: val nll {result['val_nll']:.4f}, kl {result['val_kl']:.4f}"
                + (f", greedy accuracy {result['accuracy']:.3f}" if "accuracy" in result else "")
@@ -437,58 +451,61 @@ def log_evaluation(run: Run, interval: list[dict[str, float]]) -> None:
                f"{ms['sample_ms']:.0f} + {ms['update_ms']:.0f} ms/iter sampling + update")
 
 
+def evaluates_at(iter_num: int, c: GailConfig) -> bool:
+    return iter_num % c.eval_interval == 0 or iter_num == c.max_iters
+
+
+def evaluate_and_save(run: Run) -> None:
+    log_evaluation(run)
+    run.interval, run.eval_owed = {"sums": {}, "counts": {}}, False
+    save(run)
+
+
 def train_loop(run: Run, stop: StopSignals) -> int:
     """Train to max_iters, evaluating and saving every eval_interval iterations and at the end.
-    Exit code: 0 done; 128 + signal on SIGINT/SIGTERM (saved first); 1 on a non-finite loss (not
-    taken, not saved) or a failed save."""
-    c, interval = run.config, []
+    Exit code: 0 done; 128 + signal on SIGINT/SIGTERM (saved first; the evaluation it skipped is
+    done first on --resume); 1 on a non-finite loss (not taken, not saved). A failed save raises
+    WriteError (exit 1) after the progress bar has closed."""
+    c = run.config
     with tqdm(total=c.max_iters, initial=run.iter_num, dynamic_ncols=True) as bar:
+        if run.eval_owed:
+            evaluate_and_save(run)
         while run.iter_num < c.max_iters:
             stats = train_step(run)
             if stats.get("non_finite"):
                 bar.close()
-                print(f"error: the policy loss is not finite at iter {run.iter_num}; stopping (the last checkpoint "
-                      f"in {c.out_dir} is from before this); try a lower --learning_rate", file=sys.stderr)
+                print(f"error: the policy loss is not finite at iter {run.iter_num}; stopping "
+                      f"({what_is_kept(c.out_dir)}); try a lower --learning_rate", file=sys.stderr)
                 return 1
-            interval.append(stats)
+            add_to_interval(run.interval, stats)
             bar.update(1)
             bar.set_postfix(d_acc=f"{stats['disc_accuracy']:.2f}", r=f"{stats['reward_mean']:+.2f}",
                             nll=f"{stats.get('nll', math.nan):.3f}", kl=f"{stats.get('kl', math.nan):.4f}",
                             refresh=False)
             _, signum = stop.agree(False, run.device, 1)
             if signum:
-                if not save(run):
-                    return 1
+                run.eval_owed = evaluates_at(run.iter_num, c)
+                save(run)
                 bar.close()
                 print(f"stopped by {signal.Signals(signum).name} at iter {run.iter_num}; saved "
                       f"{checkpoint_path(c.out_dir)}; --resume continues", file=sys.stderr)
                 return 128 + signum
-            if run.iter_num % c.eval_interval == 0 or run.iter_num == c.max_iters:
-                log_evaluation(run, interval)
-                interval = []
-                if not save(run):
-                    return 1
+            if evaluates_at(run.iter_num, c):
+                evaluate_and_save(run)
     return 0
 
 
 def gail(argv: list[str] | None = None) -> int:
     """The whole run: configuration, the out_dir lock, starting point, setup, the loop; its exit code."""
     c, given = parse_config(GailConfig, argv, "gail.py", __doc__.split("\n\n")[0])
-    check_config(c)
+    check_config(c, settled=not (c.resume or c.init_from))
     with StopSignals() as stop:
-        try:
-            device = pick_device(c.device)
-        except ValueError as e:
-            raise UserError(str(e)) from None
+        device = pick_device(c.device)
         with holding_out_dir(c.out_dir, 0, 1, device):
-            c, resumed, source = starting_point(c, given, FIXED_FIELDS, PER_INVOCATION)
-            check_config(c)
-            if resumed and resumed.get("algorithm") != "gail":
-                raise UserError(f"{checkpoint_path(c.out_dir)} is not a GAIL run's checkpoint; it cannot be "
-                                "resumed here")
+            c, resumed, source = starting_point(c, given, FIXED_FIELDS, PER_INVOCATION, algorithm="gail")
+            check_config(c, settled=True)
             run = setup(c, resumed, source, device)
-            if not resumed:
-                open(os.path.join(c.out_dir, "log.jsonl"), "w").close()
+            start_log(c.out_dir, resumed and resumed["iter_num"])
             print(f"{'resuming at iter ' + str(run.iter_num) if resumed else 'GAIL'}: policy "
                   f"{run.policy.num_params() / 1e6:.2f}M params, discriminator "
                   f"{run.discriminator.num_params() / 1e6:.2f}M, vocab {run.dataset.vocab.size}, device {device}, "
@@ -498,11 +515,7 @@ def gail(argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return gail(argv)
-    except UserError as e:
-        print(f"gail.py: error: {e}", file=sys.stderr)
-        return 2
+    return run_main("gail.py", lambda: gail(argv))
 
 
 if __name__ == "__main__":

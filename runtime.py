@@ -10,36 +10,56 @@ out_dir, and the stop signals (SIGINT, SIGTERM) that save before exiting.
 import argparse
 import contextlib
 import dataclasses
+import errno
 import fcntl
+import glob
+import json
 import math
 import os
+import shutil
 import signal
+import stat
 import sys
+import tempfile
 import typing
+import warnings
+from collections.abc import Iterator
 from dataclasses import field, fields
 
 import torch
 import torch.distributed as dist
 
-from errors import CheckpointError, Parser, UserError  # noqa: F401  (every script takes them from here)
+from errors import CheckpointError, Parser, UserError, WriteError, run_main  # noqa: F401  (scripts take them here)
 from model import GPT, GPTConfig
 
 
 # ----------------------------------------------------------------------------------------------
 # User errors and flags
 
-def knob(default, help: str, flag: str | None = None, at_least: float | None = None, **argparse_options):
+# The seeds every generator here takes: torch.manual_seed's range and numpy's (non-negative).
+MAX_SEED = 2**64 - 1
+
+
+def knob(default, help: str, flag: str | None = None, at_least: float | None = None, at_most: float | None = None,
+         **argparse_options):
     """A configuration field: its default, its --help text, its flag where that is not --name, and
-    the smallest value it takes where there is one (check_at_least)."""
-    return field(default=default, metadata={"help": help, "flag": flag, "at_least": at_least, **argparse_options})
+    the smallest and largest values it takes where there are such (check_ranges)."""
+    return field(default=default, metadata={"help": help, "flag": flag, "at_least": at_least, "at_most": at_most,
+                                            **argparse_options})
 
 
-def check_at_least(config) -> None:
-    """UserError for the first field below its knob's `at_least`."""
+def check_ranges(config) -> None:
+    """UserError for the first field outside its knob's `at_least`..`at_most`, or a float field that
+    is not finite (inf or nan: no setting of a run means either)."""
     for f in fields(config):
-        bound, value = f.metadata.get("at_least"), getattr(config, f.name)
-        if bound is not None and value is not None and value < bound:
-            raise UserError(f"{flag_of(type(config), f.name)} must be >= {bound}, got {value}")
+        low, high, value = f.metadata.get("at_least"), f.metadata.get("at_most"), getattr(config, f.name)
+        flag = flag_of(type(config), f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{flag} must be a finite number, got {value}")
+        if low is not None and value is not None and value < low:
+            raise UserError(f"{flag} must be >= {low}, got {value}")
+        if high is not None and value is not None and value > high:
+            raise UserError(f"{flag} must be <= {high}, got {value}")
 
 
 def flag_of(config_class: type, name: str) -> str:
@@ -53,7 +73,7 @@ def config_parser(config_class: type, prog: str, description: str) -> Parser:
     shows the dataclass's defaults."""
     p = Parser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
     for f in fields(config_class):
-        options = {k: v for k, v in f.metadata.items() if k not in ("help", "flag", "at_least")}
+        options = {k: v for k, v in f.metadata.items() if k not in ("help", "flag", "at_least", "at_most")}
         if f.type is bool:
             options["action"] = "store_true"
         else:  # `int | None` takes an int
@@ -74,12 +94,17 @@ def parse_config(config_class: type, argv: list[str] | None, prog: str, descript
 # Device and precision
 
 def pick_device(flag: str = "auto") -> str:
-    """cuda, else mps, else cpu; or the device the flag names, if it works here (ValueError if not)."""
+    """cuda, else mps, else cpu; or the device the flag names, if it computes here: a sum on it
+    comes back right (UserError if not: an unknown name, a backend this build lacks, no such GPU,
+    or a device that holds no numbers, such as meta)."""
     if flag != "auto":
         try:
-            torch.empty(0, device=flag)
-        except Exception as e:  # unknown name, no such backend in this build, no such GPU
-            raise ValueError(f"--device {flag} is not usable here ({str(e).splitlines()[0]})") from None
+            works = (torch.ones(2, device=flag).sum() + 1).item() == 3
+        except Exception as e:
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise UserError(f"--device {flag} is not usable here ({reason})") from None
+        if not works:
+            raise UserError(f"--device {flag} is not usable here (1 + 1 + 1 is not 3 on it)")
         return flag
     if torch.cuda.is_available():
         return "cuda"
@@ -128,10 +153,7 @@ def cosine_lr(iter_num: int, learning_rate: float, min_lr: float, warmup_iters: 
 
 def setup_distributed(device_flag: str) -> tuple[int, int, str]:
     """(rank, world size, device). Under torchrun: one process per GPU (NCCL), or gloo on CPU."""
-    try:
-        device = pick_device(device_flag)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    device = pick_device(device_flag)
     if "RANK" not in os.environ:
         return 0, 1, device
     rank, local_rank, world = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
@@ -234,43 +256,128 @@ def best_path(out_dir: str) -> str:
     return os.path.join(out_dir, "best.pt")
 
 
-def save_checkpoint(checkpoint: dict, path: str) -> None:
-    """Write to a temporary file, fsync it, rename it over `path`, then fsync the directory.
+def reason(e: BaseException) -> str:
+    """An exception as the few words a one-line error ends with: the OS's reason (strerror), else
+    its message's first line, else its type."""
+    message = getattr(e, "strerror", None) or (str(e).strip().splitlines() or [type(e).__name__])[0]
+    if "inline_container" in message:  # torch's zip writer: a failed write(2), reported without its errno
+        return f"a write failed part way, disk full or over a size limit? torch says: {message}"
+    return message
+
+
+@contextlib.contextmanager
+def replacing(path: str, folder: bool = False) -> Iterator:
+    """The one way files reach a run's folders: write what goes to `path` inside the block, into a
+    temporary file (yielded, open for binary writing) or, with folder=True, a temporary folder
+    (its path yielded) beside it; on leaving the block it is fsynced and renamed to `path`, and the
+    directory fsynced.
 
     The rename is atomic: a reader (sample.py) opens either the previous file or the new one, never
     a part, and a crash mid-write leaves the previous one. The fsyncs make it durable: without the
     first, a power loss soon after the rename can leave an empty or truncated file under the new
-    name; without the second, the rename itself may not survive. A failed write (disk full,
-    permission denied) removes the temporary file and raises OSError; `path` is untouched."""
-    tmp = path + ".tmp"
+    name; without the second, the rename itself may not survive. The temporary name is
+    unpredictable and created exclusively (tempfile.mkstemp/mkdtemp: O_EXCL, so never through a
+    link planted there); rename replaces a link at `path`, never its target; a folder is renamed
+    only onto an absent or empty one. Any failure, in the block or after (disk full: an OSError,
+    or torch's RuntimeError, or safetensors' error around it; permission denied; an interrupt)
+    removes the temporary and leaves `path` as it was; an Exception becomes WriteError, one line."""
+    directory, name = os.path.split(os.path.abspath(path))
     try:
-        with open(tmp, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # OSError, or an interrupt: never leave a partial file behind
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
+        if folder:
+            tmp = tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+        else:
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    except OSError as e:
+        raise WriteError(f"could not write {path} ({reason(e)})") from None
+    try:
+        if folder:
+            yield tmp
+        else:
+            with os.fdopen(fd, "wb") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+        (os.rename if folder else os.replace)(tmp, path)
+        fsync_directory(directory)
+    except BaseException as e:
+        if folder:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+        if isinstance(e, Exception) and not isinstance(e, UserError):
+            raise WriteError(f"could not write {path} ({reason(e)})") from None
         raise
-    directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+
+
+def fsync_directory(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
     try:
-        os.fsync(directory)
+        os.fsync(fd)
     finally:
-        os.close(directory)
+        os.close(fd)
+
+
+def stale_temporaries(out_dir: str) -> list[str]:
+    """What a write of a run killed mid-way (SIGKILL, a power cut) leaves in out_dir: replacing()'s
+    temporary files of ckpt.pt, best.pt and log.jsonl, and the fixed-name ones of earlier versions
+    (ckpt.pt.tmp)."""
+    names = [checkpoint_path(out_dir), best_path(out_dir), log_path(out_dir)]
+    found = [p for path in names for p in glob.glob(os.path.join(glob.escape(out_dir),
+                                                                  f".{glob.escape(os.path.basename(path))}.*.tmp"))]
+    found += [p for p in (names[0] + ".tmp", names[1] + ".tmp") if os.path.lexists(p)]
+    return sorted(p for p in found if os.path.islink(p) or not os.path.isdir(p))  # (a folder is not ours)
+
+
+def save_checkpoint(checkpoint: dict, path: str) -> None:
+    """torch.save into `path` by replacing(): atomic, durable, WriteError on failure."""
+    with replacing(path) as f:
+        torch.save(checkpoint, f)
 
 
 def load_checkpoint(path: str, device: str = "cpu") -> dict:
     if not os.path.isfile(path):
         raise CheckpointError(f"no checkpoint at {path}")
     try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # torch's own warnings about a foreign file: our line below says it
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # truncated zip, wrong format, unpickling refusal: all "not a checkpoint"
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(checkpoint, dict) or k not in checkpoint]
     if missing:
         raise CheckpointError(f"{path} is not a checkpoint of this project (missing {', '.join(missing)})")
+    vocab = checkpoint["vocab"]
+    problem = misfit(checkpoint["model_args"], GPTConfig, "model_args", unknown_allowed=False) \
+        or (not isinstance(checkpoint["config"], dict) and "its config is not a dict") \
+        or (not isinstance(checkpoint["iter_num"], int) and f"its iter_num is {checkpoint['iter_num']!r}") \
+        or (not (isinstance(vocab, dict) and isinstance(vocab.get("padded"), bool)
+                 and (vocab.get("gpt2_ids") is None or isinstance(vocab["gpt2_ids"], list)))
+            and "its vocab is not one this version reads")
+    if problem:  # a newer or older version's checkpoint, or a damaged one: not a traceback later
+        raise CheckpointError(f"{path} does not fit this version of the project ({problem})")
     return checkpoint
+
+
+def misfit(values, config_class: type, what: str, unknown_allowed: bool) -> str | None:
+    """The first way a checkpoint's `values` (its model_args, its config) do not fit the fields of
+    config_class (a dataclass), in words; None if they fit. A name config_class does not have is a
+    misfit unless unknown_allowed (a run's flag that this version dropped changes nothing)."""
+    if not isinstance(values, dict):
+        return f"its {what} is not a dict"
+    known, hints = {f.name: f for f in fields(config_class)}, typing.get_type_hints(config_class)
+    for name, value in values.items():
+        if name not in known:
+            if unknown_allowed:
+                continue
+            return f"its {what} has {name!r}, which this version does not know"
+        types = typing.get_args(hints[name]) or (hints[name],)
+        if not (isinstance(value, tuple(t for t in types if isinstance(t, type)))
+                or (float in types and isinstance(value, int))):
+            return f"its {what}'s {name} is {value!r}"
+    needed = [name for name, f in known.items() if f.default is dataclasses.MISSING
+              and f.default_factory is dataclasses.MISSING and name not in values]
+    return f"its {what} has no {needed[0]}" if needed else None
 
 
 
@@ -310,20 +417,25 @@ def build_model(c, vocab_size: int, source: dict | None) -> GPT:
     return model
 
 
-def write_checkpoint(checkpoint: dict, out_dir: str, also_best: bool, rank: int, world: int, device: str) -> bool:
-    """Rank 0 writes out_dir/ckpt.pt (and best.pt) with save_checkpoint; every process returns
-    whether that worked. A failed write says why in one line; the previous files stay as they were."""
-    failed = False
+def write_checkpoint(checkpoint: dict, out_dir: str, also_best: bool, rank: int, world: int, device: str) -> None:
+    """Rank 0 writes out_dir/ckpt.pt (and best.pt) with save_checkpoint. If that fails, every
+    process raises WriteError (rank 0's says why and what is kept) and the run stops: a run that
+    cannot save would only lose more work."""
+    failure = None
     if rank == 0:
         for path in [checkpoint_path(out_dir)] + [best_path(out_dir)] * also_best:
+            existed = os.path.isfile(path)
             try:
                 save_checkpoint(checkpoint, path)
-            except OSError as e:
-                print(f"error: could not write {path} at iter {checkpoint['iter_num']} ({e.strerror or e}); the "
-                      "previous one is kept; stopping: make room or fix permissions, then --resume", file=sys.stderr)
-                failed = True
+            except WriteError as e:
+                kept = "the previous one is kept" if existed else "there was none before"
+                failure = (f"{e} at iter {checkpoint['iter_num']}; {kept}"
+                           + (f" ({checkpoint_path(out_dir)} is saved)" if path == best_path(out_dir) else "")
+                           + "; stopping: make room or fix permissions, then "
+                           + ("--resume" if os.path.exists(checkpoint_path(out_dir)) else "start it again"))
                 break
-    return not agreed([float(failed)], device, world)[0]
+    if agreed([float(failure is not None)], device, world)[0]:
+        raise WriteError(failure or "rank 0 could not write the checkpoint")
 
 
 def training_checkpoint(model: GPT, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, batches,
@@ -363,6 +475,9 @@ def resumed_config(checkpoint: dict, config, given: set[str], fixed: tuple[str, 
     missing = [k for k in RESUME_KEYS if k not in checkpoint]
     if missing:
         raise CheckpointError(f"the checkpoint cannot be resumed (it has no {', '.join(missing)})")
+    problem = misfit(checkpoint["config"], type(config), "config", unknown_allowed=True)
+    if problem:
+        raise CheckpointError(f"the checkpoint cannot be resumed by this version ({problem})")
     names = {f.name for f in fields(config)}
     saved = {k: v for k, v in checkpoint["config"].items() if k in names and k not in per_invocation}
     for k in fixed:
@@ -372,20 +487,37 @@ def resumed_config(checkpoint: dict, config, given: set[str], fixed: tuple[str, 
     return dataclasses.replace(config, **{k: v for k, v in saved.items() if k not in given})
 
 
+def what_is_kept(out_dir: str) -> str:
+    """For a run that stops on an error: what its out_dir keeps, truthfully."""
+    path = checkpoint_path(out_dir)
+    return f"{path}, from before this, is kept" if os.path.exists(path) else "no checkpoint was saved yet"
+
+
 # The fields of a run's configuration that fix its model's shape: --init_from sets them.
 MODEL_FIELDS = ("block_size", "n_layer", "n_head", "n_embd")
 
 
-def starting_point(c, given: set[str], fixed: tuple[str, ...], per_invocation: tuple[str, ...]
-                   ) -> tuple[typing.Any, dict | None, dict | None]:
+# Which script resumes a checkpoint: its "algorithm" (train.py writes none).
+RESUMED_BY = {None: "train.py", "gail": "gail.py"}
+
+
+def starting_point(c, given: set[str], fixed: tuple[str, ...], per_invocation: tuple[str, ...],
+                   algorithm: str | None = None) -> tuple[typing.Any, dict | None, dict | None]:
     """Where a run starts, for a configuration with out_dir, resume, init_from, value_head and the
     MODEL_FIELDS: the configuration it trains with, the checkpoint it resumes (or None), and the
-    one whose weights and vocabulary it starts from: the resumed one, --init_from's, or None."""
+    one whose weights and vocabulary it starts from: the resumed one, --init_from's, or None.
+    `algorithm`: the checkpoint's "algorithm" this script resumes (None: train.py's); another
+    script's checkpoint has other training state, so it is refused, naming the script that resumes
+    it (its weights can still be an --init_from)."""
     ckpt_path = checkpoint_path(c.out_dir)
     if c.resume and c.init_from:
         raise UserError("--resume and --init_from exclude each other")
     if c.resume:  # (a resumed fine-tuning run's config names its --init_from: where it began)
         resumed = load_checkpoint(ckpt_path)
+        if resumed.get("algorithm") != algorithm:
+            other = RESUMED_BY.get(resumed.get("algorithm"), f"algorithm {resumed.get('algorithm')!r}")
+            raise CheckpointError(f"{ckpt_path} is {other}'s checkpoint; resume it with {other}, or start "
+                                  "a new --out_dir from its weights with --init_from")
         return resumed_config(resumed, c, given, fixed, per_invocation), resumed, resumed
     if os.path.exists(ckpt_path):
         raise UserError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another "
@@ -422,6 +554,23 @@ def adopt_architecture(c, given: set[str], source: dict):
 # ----------------------------------------------------------------------------------------------
 # One run per out_dir, and stop signals
 
+def open_own_file(path: str, flags: int) -> int:
+    """os.open for a file of a run's own in out_dir (the lock, the log), never through a link: a
+    symlink planted at `path` is refused (O_NOFOLLOW), and so are a hard link (its other name
+    would be written too) and anything but a regular file. OSError if so."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise OSError(e.errno, f"{path} is a symbolic link, which a run never writes through") from None
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+        os.close(fd)
+        raise OSError(0, f"{path} is not a file of its own (a link or a special file was put there)")
+    return fd
+
+
 class OutDirLock:
     """An exclusive flock on out_dir/train.lock, which names the holder's pid, for the life of a run.
     The OS releases a flock when its process ends, however it ends, so a crash never leaves a stale
@@ -434,16 +583,16 @@ class OutDirLock:
             self._lock(out_dir)
             os.ftruncate(self.fd, 0)
             os.write(self.fd, f"{os.getpid()}\n".encode())
-        except OSError as e:  # not a folder, no permission, a filesystem without locks
-            raise UserError(f"cannot lock --out_dir {out_dir} ({e.strerror or e})") from None
+        except OSError as e:  # not a folder, no permission, a filesystem without locks, a planted link
+            raise UserError(f"cannot lock --out_dir {out_dir} ({reason(e)})") from None
 
     def _lock(self, out_dir: str) -> None:
         while True:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)  # no truncation: a holder's pid stays
+            self.fd = open_own_file(self.path, os.O_RDWR | os.O_CREAT)  # no truncation: a holder's pid stays
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = os.read(self.fd, 32).decode().strip() or "unknown"
+                holder = os.read(self.fd, 32).decode(errors="replace").strip() or "unknown"
                 os.close(self.fd)
                 raise UserError(f"{out_dir} is in use by another run (pid {holder}); wait for it to end "
                                 "or choose another --out_dir") from None
@@ -466,20 +615,80 @@ class OutDirLock:
 @contextlib.contextmanager
 def holding_out_dir(out_dir: str, rank: int, world: int, device: str):
     """Rank 0 holds out_dir's lock while the block runs. If another run holds it, every process
-    raises UserError (rank 0's names that run's pid) before anything in out_dir is touched."""
+    raises UserError (rank 0's names that run's pid) before anything in out_dir is touched. Once
+    it is held, no write of ours is under way there: the temporary files a killed one left are
+    removed."""
     lock, error = None, None
     if rank == 0:
         try:
             lock = OutDirLock(out_dir)
+            for path in stale_temporaries(out_dir):
+                os.remove(path)  # (a link planted under such a name: the link goes, not its target)
         except UserError as e:
             error = e
+        except OSError as e:
+            error = UserError(f"cannot clean up --out_dir {out_dir} ({reason(e)})")
     if agreed([float(error is not None)], device, world)[0]:
+        if lock:
+            lock.release()
         raise error or UserError(f"{out_dir} is in use by another run (rank 0 names it)")
     try:
         yield
     finally:
         if lock:
             lock.release()
+
+
+# ----------------------------------------------------------------------------------------------
+# The log: out_dir/log.jsonl, one JSON object per evaluation
+
+def log_path(out_dir: str) -> str:
+    return os.path.join(out_dir, "log.jsonl")
+
+
+def start_log(out_dir: str, resumed_iter: int | None) -> None:
+    """A fresh run starts an empty log (removing, not truncating, what is there: a link's target is
+    never touched). A resumed run keeps the rows up to its checkpoint's iteration: later ones
+    describe work the checkpoint does not hold (a run killed while saving after it logged), which
+    the resumed run does again and logs again."""
+    path = log_path(out_dir)
+    try:
+        if resumed_iter is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+            os.close(open_own_file(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+            return
+        try:
+            with os.fdopen(open_own_file(path, os.O_RDONLY), encoding="utf-8", errors="replace") as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            lines = []
+    except OSError as e:  # a folder or a link where the log goes, no permission
+        raise WriteError(f"could not write {path} ({reason(e)})") from None
+    kept = [line for line in lines if logged_iter(line) is None or logged_iter(line) <= resumed_iter]
+    if kept != lines or not os.path.exists(path):
+        with replacing(path) as f:
+            f.write("".join(line + "\n" for line in kept).encode())
+
+
+def logged_iter(line: str) -> int | None:
+    """The iteration a log line is for, or None for a line that is not a row of ours (kept as it is)."""
+    try:
+        row = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return row.get("iter") if isinstance(row, dict) and isinstance(row.get("iter"), int) else None
+
+
+def append_log(out_dir: str, row: dict) -> None:
+    """One row at the end of out_dir/log.jsonl (never written through a link); WriteError if it
+    cannot be."""
+    try:
+        fd = open_own_file(log_path(out_dir), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        with os.fdopen(fd, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+    except OSError as e:
+        raise WriteError(f"could not write {log_path(out_dir)} at iter {row.get('iter')} ({reason(e)})") from None
 
 
 class StopSignals:

@@ -27,11 +27,13 @@ import torch.nn.functional as F
 
 from calculator import Calculator
 from data import (IGNORE, DataError, Item, Problem, Vocab, accuracy, answers_checkable, collate, correct,
-                  extract_answer, greedy_accuracy, is_correct, load_dataset, load_records, problems_from, text_of)
+                  extract_answer, greedy_accuracy, is_correct, load_dataset, load_records, problems_from, prompt_ids,
+                  text_of)
 from iqlearn import implicit_rewards, soft_value
 from metrics import distinct_n, self_bleu, spearman, within_problem_spearman
 from model import GPT, cut_after_eos, left_pad
-from runtime import CheckpointError, Parser, UserError, load_checkpoint, model_from_checkpoint, pick_device
+from runtime import (MAX_SEED, CheckpointError, Parser, UserError, load_checkpoint, model_from_checkpoint, pick_device,
+                     reason, run_main)
 
 
 EVAL_BEAM = 4   # --eval's beam width unless --beam says another: the paper's beam-dependence measurement
@@ -64,6 +66,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
       "--start; default 200 with --eval, else 1")
     a("--device", default="auto", help="auto (cuda, mps, cpu) or a torch device")
     args = p.parse_args(argv)
+    if not 0 <= args.seed <= MAX_SEED:
+        p.error(f"--seed must be in [0, {MAX_SEED}], got {args.seed}")
     if args.beam is not None and args.beam < 1:
         p.error(f"--beam must be >= 1, got {args.beam}")
     if len(args.temperature) > 1 and not args.eval:
@@ -350,15 +354,20 @@ def show_rewards(vocab: Vocab, prompt: list[int], response: list[int], scored: S
 # ----------------------------------------------------------------------------------------------
 
 def read_prompt(start: str, vocab: Vocab, block_size: int) -> list[int]:
+    """--start's tokens: its text, or FILE:path's; an empty one is the start of a text (EOS alone,
+    data.prompt_ids), for unconditional samples."""
     if start.startswith("FILE:"):
         path = start[len("FILE:"):]
         if not os.path.isfile(path):
             raise UserError(f"--start file not found: {path}")
-        with open(path, encoding="utf-8") as f:
-            start = f.read()
-    if not start:
-        raise UserError("the prompt is empty")
-    prompt = vocab.encode(start)
+        try:
+            with open(path, encoding="utf-8") as f:
+                start = f.read()
+        except UnicodeDecodeError:
+            raise UserError(f"--start file {path} is not UTF-8 text") from None
+        except OSError as e:
+            raise UserError(f"--start file {path} is not readable ({reason(e)})") from None
+    prompt = prompt_ids(vocab, start)
     if len(prompt) >= block_size:
         raise UserError(f"the prompt is {len(prompt)} tokens; block_size {block_size} leaves no room to generate")
     return prompt
@@ -366,10 +375,7 @@ def read_prompt(start: str, vocab: Vocab, block_size: int) -> list[int]:
 
 def sample_or_evaluate(args: argparse.Namespace) -> int:
     """Load the run's checkpoint, then one of the three jobs: --eval, --rewards, or samples."""
-    try:
-        device = pick_device(args.device)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    device = pick_device(args.device)
     checkpoint = load_checkpoint(os.path.join(args.out_dir, "ckpt.pt"))
     model = model_from_checkpoint(checkpoint).to(device).eval()
     vocab = Vocab.from_state(checkpoint["vocab"])
@@ -419,12 +425,7 @@ def print_samples(vocab: Vocab, problems: list[Problem], outputs: list[list[int]
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        return sample_or_evaluate(args)
-    except UserError as e:
-        print(f"sample.py: error: {e}", file=sys.stderr)
-        return 2
+    return run_main("sample.py", lambda: sample_or_evaluate(parse_args(argv)))
 
 
 if __name__ == "__main__":

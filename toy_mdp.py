@@ -28,13 +28,14 @@ at every step; all metrics are exact too, so seeds differ only through their exp
 import argparse
 import json
 import math
+import os
 import sys
 from dataclasses import asdict, dataclass
 
 import torch
 
 from iqlearn import check_coefficients, iqlearn_loss, iqlearn_online_loss
-from runtime import config_parser, knob
+from runtime import UserError, config_parser, knob, replacing, run_main
 
 # --- the toy (fixed) ------------------------------------------------------------------------------
 MOVES = (-1, 0, 1)   # action a moves the position by MOVES[a] = a - 1
@@ -330,7 +331,8 @@ def plot(results: dict, cfg: Config, path: str, plt) -> None:
     ax.set_ylabel("P(goal), executed with noise")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    with replacing(path) as f:  # runtime's one way of writing a file: whole or not at all, one line if not
+        fig.savefig(f, format=figure_format(path))
 
 
 # --- command line ---------------------------------------------------------------------------------
@@ -358,18 +360,32 @@ def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
     return cfg, args
 
 
-def main(argv: list[str] | None = None) -> None:
+def plot_target(path: str):
+    """matplotlib's pyplot, once --plot's file is known to be writable as a figure (its folder exists,
+    matplotlib is installed and draws its format), so a bad --plot fails before the computation."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UserError(f"--plot {path}: there is no folder {folder}")
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UserError("--plot needs matplotlib (pip install matplotlib)") from None
+    formats = plt.figure().canvas.get_supported_filetypes()
+    plt.close("all")
+    if figure_format(path) not in formats:
+        raise UserError(f"--plot {path}: matplotlib draws {', '.join(sorted(formats))}, not {figure_format(path)!r}")
+    return plt
+
+
+def figure_format(path: str) -> str:
+    return os.path.splitext(path)[1][1:].lower() or "png"
+
+
+def toy(argv: list[str] | None) -> int:
     cfg, args = parse_args(argv)
-    plt = None
-    if args.plot:
-        try:
-            import matplotlib
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            print("toy_mdp.py: error: --plot needs matplotlib (pip install matplotlib)",
-                  file=sys.stderr)
-            sys.exit(2)
+    plt = plot_target(args.plot) if args.plot else None
     results = compare_methods(cfg)
     if args.json:
         print(json.dumps({"config": asdict(cfg), **results, "reading": reading(results, cfg)}))
@@ -377,8 +393,13 @@ def main(argv: list[str] | None = None) -> None:
         print(table(results, cfg), "", *reading(results, cfg), sep="\n")
     if plt is not None:
         plot(results, cfg, args.plot, plt)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main("toy_mdp.py", lambda: toy(argv))
 
 
 if __name__ == "__main__":
     torch.set_num_threads(1)  # the tensors are tiny: more threads only add overhead
-    main()
+    sys.exit(main())

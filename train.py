@@ -14,17 +14,14 @@ runtime.py: skip it on a first reading.
 """
 
 import contextlib
-import json
 import math
-import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
@@ -32,10 +29,10 @@ from data import (DATA_FIELDS, IGNORE, Batches, Dataset, Item, Problem, Vocab, c
                   length_chunks, load_dataset, policy_samples, problems_from, val_batches)
 from iqlearn import check_coefficients, iqlearn_loss, iqlearn_online_loss, policy_entropy
 from model import GPT
-from runtime import (DTYPES, MODEL_FIELDS, StopSignals, UserError, autocast, build_model, check_at_least,
-                     checkpoint_path, cosine_lr, flag_of, grad_scaler, holding_out_dir, knob, parse_config, pick_dtype,
-                     print_step_memory, restore_training, setup_distributed, starting_point, training_checkpoint,
-                     write_checkpoint)
+from runtime import (DTYPES, MAX_SEED, MODEL_FIELDS, StopSignals, UserError, append_log, autocast, build_model,
+                     check_ranges, checkpoint_path, cosine_lr, flag_of, grad_scaler, holding_out_dir, knob, parse_config,
+                     pick_dtype, print_step_memory, restore_training, run_main, setup_distributed, start_log,
+                     starting_point, training_checkpoint, what_is_kept, write_checkpoint)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -90,7 +87,7 @@ class TrainConfig:
     dtype: str = knob("auto", "autocast precision; auto: bf16 (else fp16) on CUDA, float32 elsewhere",
                       choices=["auto", *DTYPES])
     compile: bool = knob(False, "torch.compile the model")
-    seed: int = knob(1337, "initialisation and data order")
+    seed: int = knob(1337, "initialisation and data order", at_least=0, at_most=MAX_SEED)
 
 
 # A run keeps its model's shape and its data for life (--resume must agree; --init_from sets the
@@ -99,17 +96,20 @@ FIXED_FIELDS = MODEL_FIELDS + ("value_head",) + DATA_FIELDS
 PER_INVOCATION = ("out_dir", "resume", "device")
 
 
-def check_config(c: TrainConfig) -> None:
+def check_config(c: TrainConfig, settled: bool) -> None:
+    """UserError for the first flag out of range. settled: the model's shape is final; before
+    --init_from or --resume has set it, the flags that may still be replaced are not checked
+    against each other."""
     # The objective's coefficients have one range check, iqlearn's; here it names our flags.
     for name, coefficient in (("lam", {"lam": c.lam}), ("gamma", {"gamma": c.gamma}), ("mixin", {"alpha": c.mixin})):
         try:
             check_coefficients(**coefficient)
         except ValueError as e:
             raise UserError(f"{flag_of(TrainConfig, name)}: {e}") from None
-    if not (math.isfinite(c.entropy_coef) and c.entropy_coef >= 0):
+    check_ranges(c)
+    if c.entropy_coef < 0:
         raise UserError(f"--entropy_coef must be >= 0, got {c.entropy_coef}")
-    check_at_least(c)
-    if c.n_embd % c.n_head:
+    if settled and c.n_embd % c.n_head:
         raise UserError(f"--n_embd ({c.n_embd}) must be divisible by --n_head ({c.n_head})")
     if not 0 <= c.dropout < 1:
         raise UserError(f"--dropout must be in [0, 1), got {c.dropout}")
@@ -200,6 +200,9 @@ class State:
     iter_num: int = 0
     best_val_loss: float = math.inf
     policy: list[list[Item]] | None = None  # online: the policy batch, reused for sample_every iterations
+    # Since the last evaluation: seconds updating and sampling, and iterations (its log row's ms/iter).
+    since_eval: dict = field(default_factory=lambda: {"update": 0.0, "sample": 0.0, "iters": 0})
+    eval_owed: bool = False  # stopped by a signal in an iteration that evaluates, before evaluating
 
 
 def setup(c: TrainConfig, resumed: dict | None, source: dict | None, rank: int, world: int,
@@ -234,21 +237,23 @@ def checkpoint_state(run: Run, state: State) -> dict:
                                for micro in state.policy]
     return training_checkpoint(run.raw_model, run.optimizer, run.scaler, run.batches, run.config,
                                run.dataset.vocab.state_dict(), data_spec(run.config), state.iter_num,
-                               state.best_val_loss, policy_batches=policy)
+                               state.best_val_loss, policy_batches=policy, since_eval=state.since_eval,
+                               eval_owed=state.eval_owed)
 
 
 def restore(checkpoint: dict, optimizer, scaler, batches: Batches) -> State:
-    """Continue from a checkpoint: its optimizer, data position and RNG states, and its State."""
+    """Continue from a checkpoint: its optimizer, data position and RNG states, and its State
+    (what a checkpoint of an earlier version lacks takes its default)."""
     restore_training(checkpoint, optimizer, scaler, batches)
-    policy = checkpoint["policy_batches"] and [[Item(np.array(t), n, done) for t, n, done in micro]
-                                               for micro in checkpoint["policy_batches"]]
-    return State(checkpoint["iter_num"], checkpoint["best_val_loss"], policy)
+    policy = checkpoint.get("policy_batches") and [[Item(np.array(t), n, done) for t, n, done in micro]
+                                                   for micro in checkpoint["policy_batches"]]
+    return State(checkpoint["iter_num"], checkpoint["best_val_loss"], policy,
+                 checkpoint.get("since_eval", State().since_eval), checkpoint.get("eval_owed", False))
 
 
-def save(run: Run, state: State, also_best: bool = False) -> bool:
-    """Write the checkpoint (runtime.write_checkpoint); whether every process's save worked."""
-    return write_checkpoint(checkpoint_state(run, state), run.config.out_dir, also_best, run.rank, run.world,
-                            run.device)
+def save(run: Run, state: State, also_best: bool = False) -> None:
+    """Write the checkpoint (runtime.write_checkpoint: a failure stops the run with WriteError)."""
+    write_checkpoint(checkpoint_state(run, state), run.config.out_dir, also_best, run.rank, run.world, run.device)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -319,20 +324,35 @@ def train_step(run: Run, state: State, stop: StopSignals) -> Step:
                 sample_seconds, non_finite, signum)
 
 
-def log_evaluation(run: Run, state: State, seconds: dict[str, float], iters: int) -> dict:
-    """Evaluate, append the numbers to out_dir/log.jsonl and print them; return them. seconds:
-    the time spent updating and sampling over the `iters` iterations since the last evaluation."""
-    c = run.config
+def log_evaluation(run: Run, state: State) -> dict:
+    """Evaluate, append the numbers to out_dir/log.jsonl and print them; return them. The ms per
+    iteration are state.since_eval's: the time spent updating and sampling since the last evaluation."""
+    c, since = run.config, state.since_eval
     result = val_metrics(run.raw_model, run.dataset, run.val_problems, c, run.device, run.dtype)
-    per_iter = {f"{k}_ms": 1000 * v / max(iters, 1) for k, v in seconds.items()}
-    with open(os.path.join(c.out_dir, "log.jsonl"), "a") as f:
-        f.write(json.dumps({"iter": state.iter_num, **result, "lr": lr_at(state.iter_num - 1, c), **per_iter}) + "\n")
+    per_iter = {f"{k}_ms": 1000 * since[k] / max(since["iters"], 1) for k in ("update", "sample")}
+    append_log(c.out_dir, {"iter": state.iter_num, **result, "lr": lr_at(state.iter_num - 1, c), **per_iter})
     tqdm.write(f"iter {state.iter_num}: val nll {result['val_nll']:.4f}, td {result['val_td']:.4f}, "
                f"entropy {result['val_entropy']:.3f}"
                + (f", greedy accuracy {result['accuracy']:.3f}" if "accuracy" in result else "")
                + f", {per_iter['update_ms']:.0f} ms/iter update"
                + (f" + {per_iter['sample_ms']:.0f} sampling" if c.mixin > 0 else ""))
     return result
+
+
+def evaluates_at(iter_num: int, c: TrainConfig) -> bool:
+    return iter_num % c.eval_interval == 0 or iter_num == c.max_iters
+
+
+def evaluate_and_save(run: Run, state: State) -> None:
+    """Rank 0 evaluates and logs; then the checkpoint is saved, and with --keep_best also best.pt
+    where the val loss is the lowest yet."""
+    improved = False
+    if run.rank == 0:
+        result = log_evaluation(run, state)
+        improved = result["val_loss"] < state.best_val_loss
+        state.best_val_loss = min(state.best_val_loss, result["val_loss"])
+    state.since_eval, state.eval_owed = State().since_eval, False
+    save(run, state, also_best=improved and run.config.keep_best)
 
 
 def stop_line(bar: tqdm, message: str) -> None:
@@ -344,40 +364,35 @@ def stop_line(bar: tqdm, message: str) -> None:
 def train_loop(run: Run, state: State, stop: StopSignals) -> int:
     """Train to max_iters, evaluating and saving every eval_interval iterations and at the end.
     Returns the exit code: 0 done; 128 + signal number when stopped by SIGINT or SIGTERM (saved at
-    the iteration it stopped, without evaluating); 1 on a non-finite loss (the update is not taken
-    and not saved) or a failed save (the previous checkpoint is kept)."""
+    the iteration it stopped, without evaluating: the evaluation it owes is done first on
+    --resume); 1 on a non-finite loss (the update is not taken and not saved). A failed save
+    raises WriteError (exit 1), which closes the progress bar before its line is printed."""
     c, master = run.config, run.rank == 0
-    seconds, iters = {"update": 0.0, "sample": 0.0}, 0
     with tqdm(total=c.max_iters, initial=state.iter_num, disable=not master, dynamic_ncols=True) as bar:
+        if state.eval_owed:
+            evaluate_and_save(run, state)
         while state.iter_num < c.max_iters:
             step = train_step(run, state, stop)
             if step.non_finite:
                 if master:
-                    stop_line(bar, f"error: the loss is not finite at iter {state.iter_num}; stopping (the last "
-                                   f"checkpoint in {c.out_dir} is from before this); try a lower --learning_rate")
+                    stop_line(bar, f"error: the loss is not finite at iter {state.iter_num}; stopping "
+                                   f"({what_is_kept(c.out_dir)}); try a lower --learning_rate")
                 return 1
-            seconds["update"] += step.seconds - step.sample_seconds
-            seconds["sample"] += step.sample_seconds
-            iters += 1
+            state.since_eval["update"] += step.seconds - step.sample_seconds
+            state.since_eval["sample"] += step.sample_seconds
+            state.since_eval["iters"] += 1
             bar.update(1)
             bar.set_postfix(loss=f"{step.loss:.3f}", nll=f"{step.nll:.3f}", td=f"{step.td:.3f}", lr=f"{step.lr:.1e}",
                             gnorm=f"{step.grad_norm:.2f}", tok_s=f"{step.tokens_per_s:.0f}", refresh=False)
             if step.signum:  # save first: a preempted job has seconds, the evaluation can wait
-                if not save(run, state):
-                    return 1
+                state.eval_owed = evaluates_at(state.iter_num, c)
+                save(run, state)
                 if master:
                     stop_line(bar, f"stopped by {signal.Signals(step.signum).name} at iter {state.iter_num}; "
                                    f"saved {checkpoint_path(c.out_dir)}; --resume continues")
                 return 128 + step.signum
-            if state.iter_num % c.eval_interval == 0 or state.iter_num == c.max_iters:
-                improved = False
-                if master:
-                    result = log_evaluation(run, state, seconds, iters)
-                    improved = result["val_loss"] < state.best_val_loss
-                    state.best_val_loss = min(state.best_val_loss, result["val_loss"])
-                seconds, iters = {"update": 0.0, "sample": 0.0}, 0
-                if not save(run, state, also_best=improved and c.keep_best):
-                    return 1
+            if evaluates_at(state.iter_num, c):
+                evaluate_and_save(run, state)
     return 0
 
 
@@ -400,29 +415,21 @@ def train(argv: list[str] | None = None) -> int:
     """The whole run: configuration, processes, the out_dir lock, starting point, setup, the loop; its
     exit code. Stop signals are noted from the start: one during setup stops after the first iteration."""
     c, given = parse_config(TrainConfig, argv, "train.py", __doc__.split("\n\n")[0])
-    check_config(c)
+    check_config(c, settled=not (c.resume or c.init_from))
     with StopSignals() as stop:
         rank, world, device = setup_distributed(c.device)
         with holding_out_dir(c.out_dir, rank, world, device):  # before anything in out_dir is read or written
             c, resumed, source = starting_point(c, given, FIXED_FIELDS, PER_INVOCATION)
-            check_config(c)  # a resumed run's configuration is the checkpoint's, with the flags given now
+            check_config(c, settled=True)  # a resumed run's configuration is the checkpoint's, with the flags given now
             run, state = setup(c, resumed, source, rank, world, device)
             if rank == 0:
-                if not resumed:  # a fresh run starts a fresh log
-                    open(os.path.join(c.out_dir, "log.jsonl"), "w").close()
+                start_log(c.out_dir, resumed and resumed["iter_num"])
                 announce(run, state, resumed is not None)
             return train_loop(run, state, stop)
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        code = train(argv)
-    except UserError as e:
-        print(f"train.py: error: {e}", file=sys.stderr)
-        code = 2
-    if dist.is_initialized():
-        dist.destroy_process_group()
-    return code
+    return run_main("train.py", lambda: train(argv))
 
 
 if __name__ == "__main__":

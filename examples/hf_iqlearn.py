@@ -32,6 +32,7 @@ not change the policy). docs/huggingface.md has the whole story.
 """
 
 import argparse
+import math
 import os
 import sys
 
@@ -42,7 +43,7 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # iqlearn.py is one folder up
 from gpt2 import first_line  # noqa: I001  (after the path is set)
 from iqlearn import check_coefficients, iqlearn_loss
-from runtime import Parser, UserError  # the project's one-line errors; your loop needs neither
+from runtime import MAX_SEED, Parser, UserError, run_main  # the project's one-line errors; your loop needs none of them
 
 IGNORE = -100  # Hugging Face's ignore index for labels
 
@@ -120,6 +121,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"{e} (--lambda, --gamma)")
     if min(args.steps, args.batch_size) < 1:
         p.error("--steps and --batch_size must be >= 1")
+    if not 0 <= args.seed <= MAX_SEED:
+        p.error(f"--seed must be in [0, {MAX_SEED}], got {args.seed}")
+    if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
+        p.error(f"--learning_rate must be a finite number > 0, got {args.learning_rate}")
     return args
 
 
@@ -131,7 +136,7 @@ def load(model_name: str) -> tuple:
         raise UserError("this example needs the optional package: pip install transformers") from None
     try:
         return AutoTokenizer.from_pretrained(model_name), AutoModelForCausalLM.from_pretrained(model_name)
-    except (OSError, ValueError) as e:  # no such folder or model, offline: transformers says which
+    except Exception as e:  # no such folder or model, offline, a truncated or refused weights file: many types
         raise UserError(f"could not load {model_name} ({first_line(e)})") from None
 
 
@@ -145,29 +150,27 @@ def pairs(data: str | None) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        tokenizer, model = load(args.model)
-        records = pairs(args.data)
-    except UserError as e:
-        print(f"hf_iqlearn.py: error: {e}", file=sys.stderr)
-        return 2
+    return run_main("hf_iqlearn.py", lambda: train(parse_args(argv)))
+
+
+def train(args: argparse.Namespace) -> int:
+    tokenizer, model = load(args.model)
+    records = pairs(args.data)
     torch.manual_seed(args.seed)
     eos_id = tokenizer.eos_token_id
     if eos_id is None:
-        print(f"hf_iqlearn.py: error: {args.model}'s tokenizer has no end-of-text token to be terminal",
-              file=sys.stderr)
-        return 2
+        raise UserError(f"{args.model}'s tokenizer has no end-of-text token to be terminal")
     pad_id = eos_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id
 
     def ids(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    examples = [(ids(r["prompt"]), ids(r["response"])) for r in records]
+    # An empty prompt starts from EOS, the state before any text (as data.prompt_ids does): the
+    # first response token needs a state whose logits score it.
+    examples = [(ids(r["prompt"]) or [eos_id], ids(r["response"])) for r in records]
     fitting = [(p, r) for p, r in examples if len(p) + len(r) + 1 <= tokenizer.model_max_length]
     if not fitting:
-        print(f"hf_iqlearn.py: error: no example fits in {tokenizer.model_max_length} tokens", file=sys.stderr)
-        return 2
+        raise UserError(f"no example fits in {tokenizer.model_max_length} tokens")
     print(f"{len(fitting)} examples ({len(examples) - len(fitting)} longer than {tokenizer.model_max_length} "
           f"tokens left out), lambda {args.lam}, gamma {args.gamma}, value head {args.value_head}")
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -52,7 +52,7 @@ sys.path.insert(0, os.path.dirname(HERE))  # iqlearn.py is one folder up
 sys.path.insert(0, HERE)                   # hf_iqlearn.py beside this file
 from hf_iqlearn import IGNORE, ValueOffset, load, pairs, targets_and_done  # noqa: E402
 from iqlearn import check_coefficients, iqlearn_loss  # noqa: E402
-from runtime import Parser, UserError  # noqa: E402  (the project's one-line errors)
+from runtime import Parser, UserError, run_main  # noqa: E402  (the project's one-line errors)
 
 try:
     import datasets
@@ -231,15 +231,14 @@ class StepPrinter(TrainerCallback):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    return run_main("trl_iqlearn.py", lambda: fine_tune(parse_args(argv)))
+
+
+def fine_tune(args: argparse.Namespace) -> int:
     datasets.disable_progress_bars()  # one bar per pass of TRL's data preparation, and one per model load
     transformers.utils.logging.disable_progress_bar()
-    try:
-        tokenizer, model = load(args.model)
-        records = pairs(args.data)
-    except UserError as e:
-        print(f"trl_iqlearn.py: error: {e}", file=sys.stderr)
-        return 2
+    tokenizer, model = load(args.model)
+    records = pairs(args.data)
     dataset = datasets.Dataset.from_list([{"prompt": r["prompt"], "completion": r["response"]} for r in records])
     common = dict(output_dir=args.output_dir, max_steps=args.steps, per_device_train_batch_size=args.batch_size,
                   gradient_accumulation_steps=args.grad_accum, learning_rate=args.learning_rate,
@@ -257,8 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             config = IQLearnConfig(**common, lam=args.lam, gamma=args.gamma, value_head=args.value_head)
             trainer = IQLearnTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
     except ValueError as e:  # a setting TRL or IQLearnTrainer refuses: its message, on one line
-        print(f"trl_iqlearn.py: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
+        raise UserError(" ".join(str(e).split())) from None
     if trainer.accelerator.is_main_process:
         rows = trainer.train_dataset["input_ids"]
         cut = sum(1 for ids in rows if ids[-1] != tokenizer.eos_token_id)

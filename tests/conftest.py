@@ -32,9 +32,9 @@ TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--batch_size", "8"
         "--task_train", "200", "--eval_problems", "2", "--eval_iters", "1"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def mle_base(tmp_path_factory):
-    """A tiny MLE model: 10 iterations of train.py at lambda 0; its ckpt.pt."""
+    """A tiny MLE model: 10 iterations of train.py at lambda 0; its ckpt.pt (made once: no test changes it)."""
     import train
     out = tmp_path_factory.mktemp("mle") / "base"
     assert train.main([*TINY, "--lambda", "0", "--max_iters", "10", "--eval_interval", "10", "--warmup_iters", "2",

@@ -240,4 +240,4 @@ def test_resuming_a_train_py_checkpoint_is_refused_in_one_line(mle_base, tmp_pat
     out.mkdir()
     (out / "ckpt.pt").write_bytes(mle_base.read_bytes())
     assert gail.main(["--resume", "--out_dir", str(out)]) == 2
-    assert "not a GAIL run's checkpoint" in capsys.readouterr().err
+    assert "is train.py's checkpoint; resume it with train.py" in capsys.readouterr().err

@@ -151,29 +151,61 @@ def full_disk(checkpoint, f):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
-def test_a_failed_save_keeps_the_previous_checkpoint_and_no_temp_file(tmp_path, monkeypatch):
+def full_disk_in_torch(checkpoint, f):
+    """What torch.save does on a full disk: its zip writer reports the failed write as a RuntimeError."""
+    f.write(b"PK\x03\x04 the first bytes of a zip")
+    raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+
+
+@pytest.mark.parametrize("fault,reason", [(full_disk, "No space left"), (full_disk_in_torch, "unexpected pos")])
+def test_a_failed_save_keeps_the_previous_checkpoint_and_no_temp_file(tmp_path, monkeypatch, fault, reason):
     path = str(tmp_path / "ckpt.pt")
     runtime.save_checkpoint({"iter_num": 1}, path)
     before = open(path, "rb").read()
-    monkeypatch.setattr(torch, "save", full_disk)
-    with pytest.raises(OSError) as failure:
+    monkeypatch.setattr(torch, "save", fault)
+    with pytest.raises(runtime.WriteError, match=f"could not write {re.escape(path)} .*{reason}"):
         runtime.save_checkpoint({"iter_num": 2}, path)
-    assert failure.value.errno == errno.ENOSPC
     assert open(path, "rb").read() == before and os.listdir(tmp_path) == ["ckpt.pt"]
 
 
-def test_a_run_whose_save_fails_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("fault", [full_disk, full_disk_in_torch])
+def test_a_run_whose_save_fails_stops_with_one_line_after_the_bar_and_keeps_the_last_checkpoint(
+        tmp_path, monkeypatch, capsys, fault):
     out = tmp_path / "out"
     assert train.main([*TINY, "--max_iters", "2", "--eval_interval", "2", "--out_dir", str(out)]) == 0
     before = (out / "ckpt.pt").read_bytes()
-    monkeypatch.setattr(torch, "save", full_disk)
+    monkeypatch.setattr(torch, "save", fault)
     capsys.readouterr()
     assert train.main(["--resume", "--max_iters", "6", "--out_dir", str(out)]) == 1
-    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
-    assert len(errors) == 1 and "could not write" in errors[0] and "No space left" in errors[0], errors
-    assert "at iter 4" in errors[0]  # it stopped at the first save that failed
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error" in line]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    assert err.splitlines()[-1] == errors[0] and errors[0].startswith("train.py: error: could not write"), err
+    assert "at iter 4; the previous one is kept" in errors[0]  # it stopped at the first save that failed
     assert (out / "ckpt.pt").read_bytes() == before
     assert sorted(os.listdir(out)) == ["ckpt.pt", "log.jsonl"]
+
+
+def test_a_first_save_that_fails_does_not_claim_a_previous_checkpoint(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch, "save", full_disk_in_torch)
+    out = tmp_path / "out"
+    assert train.main([*TINY, "--max_iters", "2", "--eval_interval", "2", "--out_dir", str(out)]) == 1
+    line = capsys.readouterr().err.splitlines()[-1]
+    assert "there was none before" in line and "start it again" in line and "kept" not in line, line
+    assert sorted(os.listdir(out)) == ["log.jsonl"]
+
+
+def test_a_real_full_disk_is_one_line_and_no_temp_file(tmp_path):
+    # RLIMIT_FSIZE: writes past 64 KiB fail with EFBIG (SIGXFSZ ignored), as on a full disk
+    out = tmp_path / "out"
+    limit = "import resource, signal, runpy, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); " \
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536)); sys.argv = sys.argv[1:]; " \
+            "runpy.run_path('train.py', run_name='__main__')"
+    proc = subprocess.run([sys.executable, "-c", limit, "train.py", *TINY, "--max_iters", "2", "--eval_interval", "1",
+                           "--out_dir", str(out)], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.splitlines()[-1].startswith("train.py: error: could not write"), proc.stderr[-3000:]
+    assert sorted(os.listdir(out)) == ["log.jsonl"]
 
 
 def test_sample_reads_the_last_complete_checkpoint_while_a_run_writes_the_next(tmp_path, monkeypatch, capsys):

@@ -178,12 +178,25 @@ def test_eval_on_text_data_reports_what_it_can(tmp_path, capsys):
     assert metrics["nll"] > 0 and 0 <= metrics["self_bleu"] <= 1
 
 
+def test_an_empty_start_samples_from_the_start_of_a_text(out_dir, capsys):
+    # data.prompt_ids: an empty prompt is EOS alone, the state before any text
+    code, out, err = run_main(["--out_dir", out_dir, "--start", "", "--temperature", "0", "--max_new_tokens", 5],
+                              capsys)
+    checkpoint = load_checkpoint(str(out_dir / "ckpt.pt"))
+    vocab = Vocab(checkpoint["vocab"]["gpt2_ids"])
+    greedy = model_from_checkpoint(checkpoint).eval().generate([[vocab.eos]], 5, temperature=0.0, eos_id=vocab.eos)[0]
+    assert code == 0 and out.split("\n---")[0] == "<|endoftext|>" + sample.text_of(vocab, greedy), err
+
+
 @pytest.mark.parametrize("args,message", [
     (["--out_dir", "{tmp}/nothing"], "no checkpoint"),
     (["--out_dir", "{tmp}/corrupt"], "not a readable checkpoint"),
-    (["--start", ""], "empty"),
     (["--start", "Zebra \u2603"], "not in this model's vocabulary"),
     (["--start", "FILE:{tmp}/missing.txt"], "not found"),
+    (["--start", "FILE:{tmp}/latin1.txt"], "is not UTF-8 text"),
+    (["--device", "meta"], "--device meta is not usable here"),
+    (["--seed", "-1"], "--seed must be in"),
+    (["--seed", str(2**70)], "--seed must be in"),
     (["--beam", "0"], "--beam"),
     (["--temperature", "-1"], "--temperature"),
     (["--temperature", "0.5,x"], "--temperature"),
@@ -193,6 +206,7 @@ def test_eval_on_text_data_reports_what_it_can(tmp_path, capsys):
 def test_bad_input_is_one_clear_line(out_dir, tmp_path, capsys, args, message):
     (tmp_path / "corrupt").mkdir()
     (tmp_path / "corrupt" / "ckpt.pt").write_bytes(b"not a checkpoint" * 100)
+    (tmp_path / "latin1.txt").write_bytes("Ann has 3 pens at the caf\u00e9.".encode("latin-1"))
     argv = ["--out_dir", out_dir, *(a.format(tmp=tmp_path) for a in args)]
     code, out, err = run_main(argv, capsys)
     assert code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err

@@ -48,10 +48,10 @@ T_POLICY = ["tests/test_data.py", "-k", "policy_samples"]
 T_LOSS = ["tests/test_train.py", "-k", "entropy or closing_eos or loss_assembly or online_training"]
 T_VAL = ["tests/test_train.py", "tests/test_sample.py", "-k", "log_is_written or greedy_accuracy or val_metrics"]
 T_RESUME = ["tests/test_train.py", "-k", "resume or ctrl_c or bad_checkpoint or init_from or value_head"]
-T_FLAGS = ["tests/test_runtime.py", "tests/test_train.py", "-k", "help or parse_config or bad_input"]
+T_FLAGS = ["tests/test_runtime.py", "tests/test_train.py", "tests/test_faults.py", "-k", "help or parse_config or bad_input or out_of_range"]
 T_WEIGHTS = ["tests/test_runtime.py", "tests/test_gpt2.py", "-k", "weights or logits or block_size"]
 T_MEMORY = ["tests/test_runtime.py", "-k", "memory or param_counts"]
-T_SAVE = ["tests/test_runtime.py", "-k", "save or locked or keep_best"]
+T_SAVE = ["tests/test_runtime.py", "tests/test_faults.py", "-k", "save or locked or keep_best or disk or links or temporar or planted or stale"]
 T_GPT2 = ["tests/test_gpt2.py"]
 T_TOY = ["tests/test_toy_mdp.py", "-k", "not command_line and not bad_flag"]
 T_GAIL_MATH = ["tests/test_gail.py", "-k", "not fine_tunes and not sigterm and not bad_flags and not train_py"]
@@ -83,11 +83,11 @@ TARGETS = {
     "runtime.py": [(("cosine_lr",), T_LR),
                    (("resumed_config", "training_checkpoint", "restore_training", "starting_point",
                      "adopt_architecture", "build_model"), T_RESUME),
-                   (("check_at_least", "config_parser", "parse_config", "flag_of"), T_FLAGS),
+                   (("check_ranges", "config_parser", "parse_config", "flag_of"), T_FLAGS),
                    (("load_weights", "model_from_checkpoint"), T_WEIGHTS),
                    (("step_memory", "param_counts"), T_MEMORY),
-                   (("save_checkpoint", "write_checkpoint", "OutDirLock.__init__", "OutDirLock._lock",
-                     "holding_out_dir"), T_SAVE)],
+                   (("save_checkpoint", "replacing", "write_checkpoint", "open_own_file", "OutDirLock.__init__",
+                     "OutDirLock._lock", "holding_out_dir", "start_log"), T_SAVE)],
     "gail.py": [(("discriminator_loss", "reward_from_logits", "reward_to_go", "leave_one_out_baseline",
                   "kl_to_reference", "policy_loss"), T_GAIL_MATH),
                 (("check_config", "discriminator_config", "setup", "save", "step_with_clip", "discriminator_steps", "advantages_of",
