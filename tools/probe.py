@@ -37,6 +37,7 @@ PROGRESS = re.compile(r"\d+%\||\d+it \[|it/s\]|s/it\]")
 # signal (before or after the call), or is killed (SIGKILL) inside it.
 HOOK = """
 import os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even if the probe runs in the background
 sys.path.insert(0, {root!r})
 import importlib
 owner = importlib.import_module({module!r})
