@@ -453,5 +453,10 @@ class Batches:
         return {"epoch": self.epoch, "cursor": self.cursor}
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.cursor = state["epoch"], state["cursor"]
+        epoch, cursor = state["epoch"], state["cursor"]
+        n = len(self._order_of(0))
+        if not (isinstance(epoch, int) and isinstance(cursor, int) and epoch >= 0 and 0 <= cursor <= n):
+            raise DataError(f"the checkpoint's data position (epoch {epoch}, item {cursor}) does not fit this "
+                            f"data ({n} items an epoch per process)")
+        self.epoch, self.cursor = epoch, cursor
         self._order = self._order_of(self.epoch)

@@ -235,3 +235,15 @@ def test_length_chunks_sort_cut_and_weight_rows_by_their_actions():
     assert len(data.length_chunks(rows, 9)) == 4             # no more chunks than rows
     window = data.Item(np.array([1, 2, 3]), 0, False)        # a row without a terminal: one chunk
     assert data.length_chunks(rows + [window], 2) == [(rows + [window], 1.0)]
+
+
+def test_a_data_position_outside_the_data_is_refused_not_looped_on():
+    """A checkpoint's position past the epoch's end (another run's data, a damaged file) used to make
+    next() loop for ever; it is one clear error."""
+    items = [data.Item(np.array([i, i + 1]), 0, False) for i in range(10)]
+    stream = Batches(items, 4, seed=0)
+    for bad in ({"epoch": 0, "cursor": 11}, {"epoch": -1, "cursor": 0}, {"epoch": 0, "cursor": -2}):
+        with pytest.raises(DataError, match="data position"):
+            stream.load_state_dict(bad)
+    stream.load_state_dict({"epoch": 2, "cursor": 10})        # an epoch's very end is fine
+    assert len(stream.next()) == 4
