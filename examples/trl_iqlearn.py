@@ -272,6 +272,9 @@ def fine_tune(args: argparse.Namespace) -> int:
     trainer.save_model(args.output_dir)  # model (its weights, config) and tokenizer: from_pretrained loads it
     if trainer.accelerator.is_main_process:
         print(f"{printer.summary()}; saved {args.output_dir}")
+    # Every process here before run_main takes the process group down: once in the whole suite, a
+    # process that ended while the other was still in its last collective aborted it (gloo).
+    trainer.accelerator.wait_for_everyone()
     return 0
 
 
