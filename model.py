@@ -218,9 +218,11 @@ class GPT(nn.Module):
         queues = [[] for _ in prompts]
         for step in range(max_new_tokens):
             logits = self(idx, cache, last_only=True)[:, -1, :].float()
-            if len(computed) < len(prompts):  # every row draws, finished or not, so each row's
+            # Every row draws, dropped or not (zero logits), so each row's draw from the generator
+            # is the one it would get if no row had been dropped.
+            if len(computed) < len(prompts):
                 logits = logits.new_zeros(len(prompts), logits.size(-1)).index_copy_(0, computed, logits)
-            idx = sample_next(logits, temperature, top_k, generator)  # draw is the one it would get
+            idx = sample_next(logits, temperature, top_k, generator)
             if forced is not None:  # a row with queued tokens emits the next one, not its choice
                 tokens = idx[:, 0].tolist()
                 for row, queue in enumerate(queues):
