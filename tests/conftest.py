@@ -40,3 +40,20 @@ def mle_base(tmp_path_factory):
     assert train.main([*TINY, "--lambda", "0", "--max_iters", "10", "--eval_interval", "10", "--warmup_iters", "2",
                        "--learning_rate", "1e-2", "--min_lr", "1e-3", "--out_dir", str(out)]) == 0
     return out / "ckpt.pt"
+
+
+def save_random_gpt2(folder, n_positions: int) -> str:
+    """A random 2-layer GPT-2 with GPT-2's vocabulary, its biases and LayerNorms perturbed (a dropped
+    one would show), saved into folder as Hugging Face saves it (test_hf_loss and test_trl)."""
+    import torch
+    import transformers
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=n_positions, resid_pdrop=0.0,
+                                     embd_pdrop=0.0, attn_pdrop=0.0)
+    model = transformers.GPT2LMHeadModel(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.add_(0.5 * torch.randn_like(p))
+    model.save_pretrained(folder)
+    return str(folder)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import save_random_gpt2
 from data import IGNORE, Item, collate
 from gpt2 import gpt2_checkpoint
 from iqlearn import iqlearn_loss
@@ -34,19 +35,7 @@ hf_iqlearn = load_example()
 
 @pytest.fixture(scope="module")
 def gpt2_folder(tmp_path_factory):
-    """A random 2-layer GPT-2 with GPT-2's vocabulary, biases and LayerNorms perturbed (a dropped one
-    would show), saved as Hugging Face saves it."""
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64, resid_pdrop=0.0,
-                                     embd_pdrop=0.0, attn_pdrop=0.0)
-    model = transformers.GPT2LMHeadModel(config)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 1:
-                p.add_(0.5 * torch.randn_like(p))
-    folder = tmp_path_factory.mktemp("gpt2")
-    model.save_pretrained(folder)
-    return str(folder)
+    return save_random_gpt2(tmp_path_factory.mktemp("gpt2"), n_positions=64)
 
 
 def hf_model(folder: str):

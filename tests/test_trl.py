@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import save_random_gpt2
 from data import IGNORE, Item, collate
 from gpt2 import gpt2_checkpoint
 from iqlearn import iqlearn_loss
@@ -51,16 +52,8 @@ def folder(tmp_path_factory):
         files = tokenizer_files(128)
     except ExportError as e:
         pytest.skip(str(e))
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=128, resid_pdrop=0.0,
-                                     embd_pdrop=0.0, attn_pdrop=0.0)
-    model = transformers.GPT2LMHeadModel(config)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 1:
-                p.add_(0.5 * torch.randn_like(p))
     path = tmp_path_factory.mktemp("gpt2")
-    model.save_pretrained(path)
+    save_random_gpt2(path, n_positions=128)
     for name, data in files.items():
         (path / name).write_bytes(data)
     return str(path)
@@ -206,6 +199,15 @@ def slow_td(logits: torch.Tensor, labels: torch.Tensor, gamma: float, eos_termin
     return total / count
 
 
+def eval_td_and_logits(trainer, batch) -> tuple[float, torch.Tensor]:
+    """The trainer's own td on one batch in eval mode (its logged sums), and the model's logits there."""
+    trainer.model.eval()
+    with torch.no_grad():
+        trainer.compute_loss(trainer.model, dict(batch))
+        logits = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return float(trainer._stat_sums["eval"][1] / trainer._stat_sums["eval"][-1]), logits
+
+
 def test_the_end_of_text_trl_appends_is_terminal_and_padding_with_it_keeps_it(folder, tmp_path):
     trainer = make(folder, tmp_path, lam=0.5, gamma=0.9)
     assert trainer.processing_class.pad_token_id == EOS  # GPT-2 has no pad token: TRL pads with end-of-text
@@ -215,11 +217,7 @@ def test_the_end_of_text_trl_appends_is_terminal_and_padding_with_it_keeps_it(fo
     assert (batch["input_ids"] == EOS).sum() > len(rows)  # padding is EOS too ...
     assert (batch["labels"] == EOS).sum() == len(rows)    # ... but each real EOS keeps its label
 
-    trainer.model.eval()
-    with torch.no_grad():
-        trainer.compute_loss(trainer.model, dict(batch))
-        logits = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    td = float(trainer._stat_sums["eval"][1] / trainer._stat_sums["eval"][-1])
+    td, logits = eval_td_and_logits(trainer, batch)
     assert td == pytest.approx(slow_td(logits, batch["labels"], 0.9, eos_terminal=True), rel=1e-5)
     # reading V after EOS from the logits at the EOS token (padding follows) would give another td
     assert abs(td - slow_td(logits, batch["labels"], 0.9, eos_terminal=False)) > 0.01 * td
@@ -241,11 +239,7 @@ def test_conversations_train_on_the_assistant_turn_its_stop_token_terminal(folde
     assert text == " " + records[0]["response"] + "<|endoftext|>"  # the turn, not the prompt, with its stop
     batch = trainer.data_collator([rows[i] for i in range(len(rows))])
     assert (batch["labels"] == EOS).sum() == len(rows)
-    trainer.model.eval()
-    with torch.no_grad():
-        trainer.compute_loss(trainer.model, dict(batch))
-        logits = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    td = float(trainer._stat_sums["eval"][1] / trainer._stat_sums["eval"][-1])
+    td, logits = eval_td_and_logits(trainer, batch)
     assert td == pytest.approx(slow_td(logits, batch["labels"], 0.9, eos_terminal=True), rel=1e-5)
 
 
