@@ -232,10 +232,17 @@ def _text_items(tokens: list[int], block_size: int) -> list[Item]:
     return [Item(np.array(tokens[i:i + width]), 0, False) for i in starts]
 
 
-def _vocab_for(texts: list[str], full: bool) -> Vocab:
-    if full:
+def _vocab_for(texts: list[str], full: bool, given: Vocab | None = None, grow: bool = False) -> Vocab:
+    """The vocabulary of a run on these texts: `given` (a checkpoint's) if there is one, else the
+    texts' own ids (or all of GPT-2's). grow: a given compact vocabulary takes in the texts' ids it
+    lacks, so that a model can be fine-tuned on data with tokens its base never saw (their rows are
+    made by runtime.build_model); without it a missing token is the caller's error."""
+    if given is not None and not (grow and given.gpt2_ids is not None):
+        return given
+    if full and given is None:
         return Vocab(None)
-    return Vocab(sorted(set().union(*(gpt2().encode_ordinary(t) for t in texts))))
+    own = set().union(*(gpt2().encode_ordinary(t) for t in texts))
+    return Vocab(sorted(own | set(given.gpt2_ids if given else ())))
 
 
 def _held_out(records: list, share: int = 20) -> tuple[list, list]:
@@ -268,7 +275,7 @@ def load_records(spec: dict) -> dict[str, list[dict]] | None:
 
 # The run configuration's data flags (train.py's and gail.py's), which data_spec reads: a run keeps
 # them for life.
-DATA_FIELDS = ("data", "val_data", "full_vocab", "task_steps", "task_max_value", "task_train")
+DATA_FIELDS = ("data", "val_data", "full_vocab", "task_steps", "task_min_steps", "task_max_value", "task_train")
 
 
 def val_batches(val: list[Item], batch_size: int, n: int) -> list[list[Item]]:
@@ -281,7 +288,8 @@ def data_spec(c) -> dict:
     """What load_dataset needs to rebuild a run's data (stored in its checkpoint for sample.py), from
     a run configuration with the data flags (train.py's and gail.py's). The built-in task's flags map
     to TaskConfig's fields here: --task_steps is max_steps."""
-    task = TaskConfig(max_steps=c.task_steps, max_value=c.task_max_value, n_train=c.task_train)
+    task = TaskConfig(max_steps=c.task_steps, min_steps=c.task_min_steps, max_value=c.task_max_value,
+                      n_train=c.task_train)
     return {"data": c.data, "val_data": c.val_data, "full_vocab": c.full_vocab, "task": dataclasses.asdict(task)}
 
 
@@ -291,16 +299,17 @@ def fitting_pairs(vocab: Vocab, records: list[dict], block_size: int) -> list[tu
     return [(r, it) for r, it in pairs if len(it.tokens) <= block_size + 1]
 
 
-def load_dataset(spec: dict, block_size: int, vocab: Vocab | None = None) -> Dataset:
+def load_dataset(spec: dict, block_size: int, vocab: Vocab | None = None, grow: bool = False) -> Dataset:
     """Build the dataset a run trains on (spec as for load_records). The vocabulary is built from
-    the data unless given (a checkpoint's vocabulary, when resuming or fine-tuning)."""
+    the data unless given (a checkpoint's vocabulary, when resuming or fine-tuning); grow: a given
+    compact one is extended by the data's new tokens (fine-tuning, _vocab_for)."""
     records = load_records(spec)
     try:
         if records is None:
-            return _load_text(spec["data"], spec.get("val_data"), block_size, spec.get("full_vocab", False), vocab)
-        if vocab is None:
-            vocab = _vocab_for([r[part] for split in records.values() for r in split
-                                for part in ("prompt", "response")], spec.get("full_vocab", False))
+            return _load_text(spec["data"], spec.get("val_data"), block_size, spec.get("full_vocab", False), vocab,
+                              grow)
+        vocab = _vocab_for([r[part] for split in records.values() for r in split for part in ("prompt", "response")],
+                           spec.get("full_vocab", False), vocab, grow)
         items = {split: [it for _, it in fitting_pairs(vocab, records[split], block_size)]
                  for split in ("train", "val")}
     except UnknownToken as e:  # only a given vocabulary lacks a token of the data
@@ -317,14 +326,14 @@ def load_dataset(spec: dict, block_size: int, vocab: Vocab | None = None) -> Dat
 
 
 def _load_text(path: str, val_path: str | None, block_size: int, full_vocab: bool,
-               vocab: Vocab | None) -> Dataset:
+               vocab: Vocab | None, grow: bool) -> Dataset:
     text = _read(path)
     if val_path:
         train_text, val_text = text, _read(val_path)
     else:  # the last tenth, as nanoGPT holds out Shakespeare
         cut = int(len(text) * 0.9)
         train_text, val_text = text[:cut], text[cut:]
-    vocab = vocab or _vocab_for([train_text, val_text], full_vocab)
+    vocab = _vocab_for([train_text, val_text], full_vocab, vocab, grow)
     train, val = (_text_items(vocab.encode(t), block_size) for t in (train_text, val_text))
     if len(train[0].tokens) < 2 or len(val[0].tokens) < 2:
         raise DataError(f"{path}: too little text to make a training and a validation window")

@@ -85,6 +85,7 @@ class GailConfig:
     val_data: str | None = knob(None, "validation file; default: a held-out slice of --data")
     full_vocab: bool = knob(False, "all GPT-2 ids instead of the data's own")
     task_steps: int = knob(3, "built-in task: at most this many steps (2-4)")
+    task_min_steps: int = knob(2, "built-in task: at least this many steps (2-4)")
     task_max_value: int = knob(50, "built-in task: size of starting amounts")
     task_train: int = knob(20000, "built-in task: training problems", at_least=1)
     # the policy (an --init_from checkpoint sets its shape)
@@ -289,10 +290,11 @@ def setup(c: GailConfig, resumed: dict | None, source: dict | None, device: str)
     """Configuration -> the three networks, two optimizers, data, and where to start."""
     dtype = pick_dtype(c.dtype, device)
     torch.manual_seed(c.seed)
-    dataset = load_dataset(data_spec(c), c.block_size, Vocab.from_state(source["vocab"]) if source else None)
+    dataset = load_dataset(data_spec(c), c.block_size, Vocab.from_state(source["vocab"]) if source else None,
+                           grow=resumed is None)  # fine-tuning data may bring new tokens
     problems = problems_from(dataset.vocab, dataset.records["val"], c.block_size, c.eval_problems) \
         if dataset.checkable else []
-    policy = build_model(c, dataset.vocab.size, source).to(device)
+    policy = build_model(c, dataset.vocab, source).to(device)
     if policy.value_head is not None:  # softmax ignores it and nothing here trains it
         policy.value_head.requires_grad_(False)
     reference = copy.deepcopy(policy)

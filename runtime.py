@@ -29,6 +29,7 @@ from dataclasses import field, fields
 import torch
 import torch.distributed as dist
 
+from data import Vocab
 from errors import CheckpointError, Parser, UserError, WriteError, run_main  # noqa: F401  (scripts take them here)
 from model import GPT, GPTConfig
 
@@ -405,16 +406,29 @@ def model_from_checkpoint(checkpoint: dict) -> GPT:
     return model
 
 
-def build_model(c, vocab_size: int, source: dict | None) -> GPT:
+def build_model(c, vocab: Vocab, source: dict | None) -> GPT:
     """The model a run's configuration describes (block_size, n_layer, n_head, n_embd, dropout,
-    value_head), with the weights of `source` (a checkpoint) if there is one. What no flag sets
-    (GPT-2's biases and GELU) is the source's."""
-    flags = dict(vocab_size=vocab_size, block_size=c.block_size, n_layer=c.n_layer, n_head=c.n_head,
+    value_head) over `vocab`, with the weights of `source` (a checkpoint) if there is one. What no
+    flag sets (GPT-2's biases and GELU) is the source's. A vocabulary grown from the source's
+    (data._vocab_for) keeps each old token's row; a new token's row starts at the mean of the
+    source's rows, so its logit starts at about the average one (Hewitt, 2021)."""
+    flags = dict(vocab_size=vocab.size, block_size=c.block_size, n_layer=c.n_layer, n_head=c.n_head,
                  n_embd=c.n_embd, dropout=c.dropout, value_head=c.value_head)
     model = GPT(GPTConfig(**{**(source["model_args"] if source else {}), **flags}))
     if source:
-        load_weights(model, source["model"])
+        load_weights(model, grown_rows(source["model"], Vocab.from_state(source["vocab"]), vocab))
     return model
+
+
+def grown_rows(weights: dict, old: Vocab, new: Vocab) -> dict:
+    """The weights with the (tied) token table re-indexed from the old vocabulary to the new one."""
+    if new.gpt2_ids is None or new.gpt2_ids == old.gpt2_ids:
+        return weights
+    table = weights["wte.weight"]
+    rows = {g: i for i, g in enumerate(old.gpt2_ids)}
+    index = torch.tensor([rows.get(g, -1) for g in new.gpt2_ids])
+    grown = torch.cat([table, table.mean(0, keepdim=True)])[index]   # -1: the appended mean row
+    return {**weights, "wte.weight": grown, "lm_head.weight": grown}
 
 
 def write_checkpoint(checkpoint: dict, out_dir: str, also_best: bool, rank: int, world: int, device: str) -> None:

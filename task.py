@@ -20,7 +20,8 @@ ITEMS = ["apples", "pens", "cards", "stickers", "books", "marbles"]
 class TaskConfig:
     """Difficulty knobs of the built-in task and the sizes of its splits."""
     seed: int = 1337
-    max_steps: int = 3        # solutions have 2..max_steps arithmetic lines (2 to 4)
+    max_steps: int = 3        # solutions have min_steps..max_steps arithmetic lines (2 to 4)
+    min_steps: int = 2
     max_value: int = 50       # starting amounts are at most about this; factors are 2..6
     n_train: int = 20000
     n_val: int = 500
@@ -201,9 +202,9 @@ def _reading(rng, steps: int, hi: int) -> tuple[str, list[str], int]:
 PROBLEM_TYPES = [(_buy, 4), (_rate, 4), (_share, 3), (_compare, 3), (_reading, 3)]
 
 
-def make_problem(rng: np.random.Generator, max_steps: int, max_value: int) -> dict:
+def make_problem(rng: np.random.Generator, max_steps: int, max_value: int, min_steps: int = 2) -> dict:
     """One problem in GSM8K's format: {"question", "answer"}, the answer ending in "#### N"."""
-    steps = int(rng.integers(2, max_steps + 1))
+    steps = int(rng.integers(min_steps, max_steps + 1))
     make = _pick(rng, [f for f, most in PROBLEM_TYPES if most >= steps])
     question, lines, result = make(rng, steps, max_value)
     return {"question": question, "answer": "\n".join(lines + [f"#### {result}"])}
@@ -221,8 +222,9 @@ def builtin_task(cfg: TaskConfig) -> dict[str, list[dict]]:
     one stream and each split keeps the first it gets, so a smaller n_train gives a prefix of a
     larger one's training set with the same val and test sets. Knobs out of range raise ValueError
     (data.py reports it as the user's error)."""
-    if not 2 <= cfg.max_steps <= 4:
-        raise ValueError(f"the built-in task has 2 to 4 steps; got max_steps={cfg.max_steps}")
+    if not 2 <= cfg.min_steps <= cfg.max_steps <= 4:
+        raise ValueError(f"the built-in task has 2 to 4 steps, at least min_steps; got min_steps={cfg.min_steps}, "
+                         f"max_steps={cfg.max_steps}")
     if cfg.max_value < 10:
         raise ValueError(f"the built-in task needs max_value >= 10; got {cfg.max_value}")
     rng = np.random.default_rng(cfg.seed)
@@ -232,7 +234,7 @@ def builtin_task(cfg: TaskConfig) -> dict[str, list[dict]]:
     for _ in range(50 * sum(want.values()) + 100 * (cfg.n_val + cfg.n_test)):
         if all(len(splits[s]) >= n for s, n in want.items()):
             return splits
-        problem = make_problem(rng, cfg.max_steps, cfg.max_value)
+        problem = make_problem(rng, cfg.max_steps, cfg.max_value, cfg.min_steps)
         split = split_of(problem["question"])
         if problem["question"] not in seen and len(splits[split]) < want[split]:
             seen.add(problem["question"])

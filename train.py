@@ -51,6 +51,7 @@ class TrainConfig:
     val_data: str | None = knob(None, "validation file; default: a held-out slice of --data")
     full_vocab: bool = knob(False, "all GPT-2 ids instead of the data's own")
     task_steps: int = knob(3, "built-in task: at most this many steps (2-4)")
+    task_min_steps: int = knob(2, "built-in task: at least this many steps (2-4)")
     task_max_value: int = knob(50, "built-in task: size of starting amounts")
     task_train: int = knob(20000, "built-in task: training problems", at_least=1)
     # model
@@ -212,10 +213,11 @@ def setup(c: TrainConfig, resumed: dict | None, source: dict | None, rank: int, 
     torch.manual_seed(c.seed)
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    dataset = load_dataset(data_spec(c), c.block_size, Vocab.from_state(source["vocab"]) if source else None)
+    dataset = load_dataset(data_spec(c), c.block_size, Vocab.from_state(source["vocab"]) if source else None,
+                           grow=resumed is None)  # fine-tuning data may bring new tokens
     problems = problems_from(dataset.vocab, dataset.records["val"], c.block_size, c.eval_problems) \
         if dataset.checkable else []
-    raw_model = build_model(c, dataset.vocab.size, source).to(device)
+    raw_model = build_model(c, dataset.vocab, source).to(device)
     # The value head adds one v(h) to every logit of a state, which softmax ignores: only the TD and
     # online value terms train it. Without them its gradient is rounding noise that AdamW would turn
     # into lr-sized steps, so it is frozen (AdamW skips a parameter without a gradient).

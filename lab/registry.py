@@ -67,6 +67,7 @@ class Method:
     script: str = "train.py"
     label: str = ""
     colour: str = "black"
+    base_seed: int | None = None   # every seed starts from this seed's base run (None: its own seed's)
 
     def name(self, seed: int) -> str:
         return f"{self.prefix}_s{seed}"
@@ -74,7 +75,7 @@ class Method:
     def run(self, seed: int | None = None) -> Run:
         if self.schedule is None:   # a README command, run as a user runs it: every core
             return Run(self.prefix, self.script, self.flags, threads=os.cpu_count() or 1)
-        base = self.base.run(seed) if self.base else None
+        base = self.base.run(self.base_seed or seed) if self.base else None
         start = ("--init_from", os.path.join(RUNS, base.name, "ckpt.pt")) if base else ()
         pinned = KEPT_BATCHES if self.script == "train.py" else ()
         return Run(self.name(seed), self.script, (*self.schedule, *pinned, "--seed", str(seed), *start, *self.flags),
@@ -129,6 +130,45 @@ GAIL_NO_MLE_SHUFFLED = gail("gail_shuffled_mle0", ("--shuffle_rewards", "--mle_w
                             "the same, shuffled rewards", "#bcbddc")
 
 
+# The paper's regime in miniature (Results §11): one pretrained base (MLE on the built-in task at
+# the sweep's settings, seed 1), fine-tuned on a small task it never saw: 500 problems of exactly 4
+# steps (its answers are 4 lines; the base saw 2-3), 38 epochs, with about 30% of the problems
+# holding a number token the base's vocabulary lacks (train.py grows it). train.py's val split
+# (200 problems, logged every 50 iterations) tunes; the reported numbers are sample.py's on the
+# test split (300 problems), which no run looks at while training or tuning.
+SHIFT_BASE = Method("shift_base", ("--lambda", "0"))
+SHIFT_TASK = ("--task_steps", "4", "--task_min_steps", "4", "--task_train", "500")
+SHIFT_ITERS = 600
+shift_schedule = lambda lr="5e-4", iters=SHIFT_ITERS: (
+    *MODEL, "--max_iters", str(iters), "--lr_decay_iters", str(SHIFT_ITERS), "--eval_interval", "50",
+    "--warmup_iters", "0", "--learning_rate", lr, "--min_lr", f"{float(lr) / 10:g}", *SHIFT_TASK)
+SHIFT_EVAL = Evaluation(("--eval", "--json", "--split", "test", "--num_problems", "300", "--num_samples", "5",
+                         "--temperature", TEMPERATURES), "frontier.json")
+TUNING_EVAL = Evaluation(("--eval", "--json", "--num_problems", "200", "--num_samples", "1"))  # the val split
+
+
+def shifted(prefix: str, flags: tuple[str, ...], label: str = "", colour: str = "black", lr: str = "5e-4",
+            iters: int = SHIFT_ITERS, script: str = "train.py") -> Method:
+    return Method(f"shift_{prefix}", flags, shift_schedule(lr, iters), SHIFT_BASE, script, label, colour, base_seed=1)
+
+
+# MLE's tuning grid (learning rate, dropout, weight decay; the stopping iteration is read from
+# each run's log): more configurations than IQLearn gets. lr 5e-4 is the protocol's, untuned.
+SHIFT_MLE_GRID = {(lr, drop, wd): shifted(f"mle_lr{lr}" + (f"_drop{drop}" if drop != "0" else "")
+                                          + (f"_wd{wd}" if wd != "0.1" else ""),
+                                          ("--lambda", "0", "--dropout", drop, "--weight_decay", wd), lr=lr)
+                  for lr, drop, wd in (("5e-4", "0", "0.1"), ("1e-4", "0", "0.1"), ("2e-4", "0", "0.1"),
+                                       ("5e-4", "0.2", "0.1"), ("2e-4", "0.2", "0.1"), ("5e-4", "0", "0.5"))}
+SHIFT_MLE = shifted("mle_lr5e-4", ("--lambda", "0", "--dropout", "0", "--weight_decay", "0.1"),
+                    "MLE (the protocol's settings)", "black")
+SHIFT_IQ = [shifted("recipe_head", (*RECIPE_FLAGS, "--value_head"), "recipe + value head", "#9467bd"),
+            shifted("lam0.5_head", ("--lambda", "0.5", "--value_head"), "λ = 0.5 + value head", "#e6550d"),
+            shifted("recipe", RECIPE_FLAGS, "IQLearn λ = 0.1, γ = 0.9 (recipe)", "#d62728"),
+            shifted("lam0.01", ("--lambda", "0.01"), "IQLearn λ = 0.01", "#74c476")]
+SHIFT_OTHERS = [shifted("entropy0.01", ("--lambda", "0", "--entropy_coef", "0.01"), "MLE + entropy 0.01", "#4292c6"),
+                shifted("gail", (), "GAIL (+ MLE loss)", "#3182bd", script="gail.py")]
+
+
 def by_seed(methods: list[Method], seeds: tuple[int, ...] = SEEDS) -> list[Run]:
     """Seed by seed, every method of the seed: an interrupted group leaves whole seeds."""
     return [m.run(s) for s in seeds for m in methods]
@@ -167,5 +207,9 @@ GROUPS = {
     "gail_frontier": Group(FRONTIER_EVAL, by_method([FINETUNED[0.0], FINETUNED_HEAD[0.5], GAIL,
                                                      FINETUNED_HEAD_RECIPE])),
     "gail_controls": Group(EVAL, by_method([GAIL_NO_MLE_SHUFFLED])),
+    # the base (evaluated on its own task) and MLE's tuning runs (on the shifted task's val split)
+    "shift_tuning": Group(TUNING_EVAL, [SHIFT_BASE.run(1), *by_seed(list(SHIFT_MLE_GRID.values()), (1, 2))]),
+    "shift": Group(SHIFT_EVAL, by_seed([SHIFT_MLE, *SHIFT_IQ[:2]], FRONTIER_SEEDS) + by_seed(SHIFT_IQ[2:])
+                   + by_seed(SHIFT_OTHERS)),
 }
 ALL_RUNS = {run.name: run for group in GROUPS.values() for run in group.runs}

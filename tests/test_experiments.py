@@ -77,7 +77,8 @@ def test_every_run_that_starts_from_a_checkpoint_names_a_planned_run():
     for run in registry.ALL_RUNS.values():   # --init_from is the base's checkpoint, of the same seed
         start = run.flags[run.flags.index("--init_from") + 1] if "--init_from" in run.flags else None
         assert start == (os.path.join("runs", run.base.name, "ckpt.pt") if run.base else None)
-        assert run.base is None or run.base.name.endswith(run.name[run.name.rindex("_s"):])
+        if run.base:   # §11 fine-tunes every seed from one base
+            assert run.base.name.endswith("_s1" if run.name.startswith("shift_") else run.name[run.name.rindex("_s"):])
 
 
 def test_accuracy_at_matched_self_bleu_interpolates_and_pairs_by_seed():

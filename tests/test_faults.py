@@ -314,10 +314,21 @@ def test_a_non_finite_loss_at_the_first_iteration_claims_no_checkpoint(tmp_path,
     assert "no checkpoint was saved yet" in line and "from before this" not in line, line
 
 
-def test_other_data_flags_than_the_checkpoint_s_name_the_fix(mle_base, tmp_path, capsys):
-    code = call(gail.main, [*TINY, "--init_from", mle_base, "--task_max_value", 80, "--out_dir", tmp_path / "out"])
-    one_line(capsys, code, 2, "not in this model's vocabulary: a checkpoint's model knows only the tokens of the "
-                              "data it was trained on")
+def test_fine_tuning_on_data_with_new_tokens_grows_the_vocabulary_and_keeps_the_old_rows(mle_base, tmp_path):
+    # values up to 80: number tokens the base's compact vocabulary (values up to 50) lacks
+    out = tmp_path / "out"
+    assert call(train.main, [*FAST, "--init_from", mle_base, "--task_max_value", 80, "--max_iters", 1,
+                             "--learning_rate", "1e-9", "--min_lr", "1e-9", "--out_dir", out]) == 0
+    base, tuned = runtime.load_checkpoint(mle_base), runtime.load_checkpoint(out / "ckpt.pt")
+    old, new = base["vocab"]["gpt2_ids"], tuned["vocab"]["gpt2_ids"]
+    assert set(old) < set(new) and new == sorted(new)
+    old_rows, new_rows = base["model"]["wte.weight"], tuned["model"]["wte.weight"]
+    for i, g in enumerate(new):   # by GPT-2 id: an old token keeps its row, a new one has the mean's
+        want = old_rows[old.index(g)] if g in old else old_rows.mean(0)
+        assert torch.allclose(new_rows[i], want, atol=1e-6), g
+    # a resumed run's data never changes its vocabulary: the checkpoint's tokens are all there
+    assert call(train.main, ["--resume", "--max_iters", 2, "--out_dir", out]) == 0
+    assert runtime.load_checkpoint(out / "ckpt.pt")["vocab"]["gpt2_ids"] == new
 
 
 def test_a_script_run_from_the_shell_prints_one_line_too(tmp_path):

@@ -66,9 +66,24 @@ def test_smaller_training_sets_are_prefixes_with_the_same_val_set():
     assert small["val"] == big["val"]
 
 
+def test_min_steps_gives_only_longer_problems_and_none_of_them_in_another_split():
+    # the shifted task of Results §11: problems of 4 steps (a base trained at the default saw 2-3).
+    # Their answers have 4 lines and "#### N", or 3 where the rate problem takes its shorter strategy.
+    four = builtin_task(TaskConfig(min_steps=4, max_steps=4, n_train=100, n_val=40, n_test=40))
+    for split in four.values():
+        lines = [len(p["answer"].splitlines()) for p in split]
+        assert set(lines) <= {4, 5} and lines.count(5) > len(lines) / 2, lines
+    default = builtin_task(TaskConfig(n_train=2000))
+    questions = lambda splits, name: {p["question"] for p in splits[name]}
+    assert not questions(four, "val") & questions(default, "train")
+    assert not questions(four, "test") & questions(default, "train")
+
+
 def test_bad_task_knobs_are_errors():
     with pytest.raises(ValueError, match="steps"):
         builtin_task(TaskConfig(max_steps=5))
+    with pytest.raises(ValueError, match="min_steps"):
+        builtin_task(TaskConfig(min_steps=4, max_steps=3))
     with pytest.raises(ValueError, match="max_value"):
         builtin_task(TaskConfig(max_value=3))
     # through the loader they are the user's arguments: a DataError, which train.py prints as one line
