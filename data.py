@@ -205,6 +205,15 @@ def answers_checkable(responses: list[str]) -> bool:
     return bool(responses) and all(extract_answer(r) is not None for r in responses)
 
 
+def answer_marker(vocab: Vocab) -> int | None:
+    """The model id of "####", the token that opens a GSM8K answer line, or None if the vocabulary
+    lacks it (data whose answers are not checkable)."""
+    try:
+        return vocab.encode("####")[0]
+    except UnknownToken:
+        return None
+
+
 def prompt_ids(vocab: Vocab, prompt: str) -> list[int]:
     """The prompt's tokens: the initial state s_0. An empty prompt (unconditional text) is EOS alone.
 

@@ -32,7 +32,7 @@ Each iteration: sample the policy's continuations of the batch's prompts (data.p
 as online IQLearn does), take --disc_steps discriminator steps on them against the expert's, read
 the rewards from the updated discriminator (no gradient flows into it from the policy), then take
 one policy step. --shuffle_rewards is the control that asks whether the discriminator matters: it
-permutes the rewards over the batch's tokens before the policy sees them.
+centres the rewards and permutes them over the batch's tokens before the policy sees them.
 
 A run is like train.py's (one process; no DDP, no torch.compile): out_dir/log.jsonl at each
 evaluation (val nll, entropy, KL to pi_ref, greedy accuracy, and the discriminator's accuracy and
@@ -52,8 +52,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import DATA_FIELDS, IGNORE, Batches, Dataset, Problem, Vocab, collate, data_spec, greedy_accuracy, \
-    load_dataset, policy_samples, problems_from, val_batches
+from data import DATA_FIELDS, IGNORE, Batches, Dataset, Problem, Vocab, answer_marker, collate, data_spec, \
+    greedy_accuracy, load_dataset, policy_samples, problems_from, val_batches
 from iqlearn import check_coefficients, exp_floor, masked_mean, policy_entropy
 from model import GPT, GPTConfig
 from runtime import (DTYPES, MAX_SEED, MODEL_FIELDS, StopSignals, UserError, append_log, autocast, build_model,
@@ -72,7 +72,7 @@ class GailConfig:
     mle_weight: float = knob(1.0, "weight of the MLE loss on expert data (the paper's stabiliser); 0 = pure GAIL")
     kl_coef: float = knob(0.1, "weight of the exact per-state KL(pi || pi_ref) to the initial policy")
     entropy_coef: float = knob(0.0, "subtract this times the mean entropy of pi on its own samples")
-    shuffle_rewards: bool = knob(False, "control: permute the rewards over the batch's tokens")
+    shuffle_rewards: bool = knob(False, "control: centre the rewards and permute them over the batch's tokens")
     # the discriminator
     disc_steps: int = knob(1, "discriminator steps per policy step (k)", at_least=1)
     disc_warmup: int = knob(0, "first iterations that train the discriminator only", at_least=0)
@@ -168,6 +168,24 @@ def discriminator_loss(d_logits: torch.Tensor, targets: torch.Tensor, is_expert:
     return loss, accuracy.detach()
 
 
+def answer_positions(targets: torch.Tensor, marker: int | None, eos: int) -> torch.Tensor:
+    """[B, T] bool: the actions after a row's first `marker` ("####", GSM8K's answer line), EOS
+    excluded: the final number, where a right and a wrong answer differ. None: no such token."""
+    if marker is None:
+        return torch.zeros_like(targets, dtype=torch.bool)
+    after = (targets == marker).cumsum(1) > 0
+    return after & (targets != marker) & (targets != eos) & (targets != IGNORE)
+
+
+def answer_accuracy(d_logits: torch.Tensor, targets: torch.Tensor, is_expert: torch.Tensor,
+                    answer: torch.Tensor) -> torch.Tensor:
+    """discriminator_loss's balanced accuracy on the answer's tokens only (answer_positions). Over
+    all tokens a discriminator that sees only the answer scores near 1/2; here it shows."""
+    d = d_logits.float().gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    expert, policy = answer & is_expert[:, None], answer & ~is_expert[:, None]
+    return ((masked_mean((d > 0).float(), expert) + masked_mean((d < 0).float(), policy)) / 2).detach()
+
+
 def reward_from_logits(d_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """r_t = log D(s_t, a_t) - log(1 - D(s_t, a_t)) = d(s_t, a_t), 0 where t is not an action: [B, T].
 
@@ -175,8 +193,11 @@ def reward_from_logits(d_logits: torch.Tensor, targets: torch.Tensor) -> torch.T
     of (s, a)), d* = log rho_E(s, a) - log rho_pi(s, a), so the policy's expected return is
     -KL(rho_pi || rho_E): maximising it matches the expert's occupancy. The other common forms are
     one-sided: -log(1 - D) > 0 pays for every token, so a policy gains by never ending; log D < 0
-    charges for every token, so it gains by ending early. Their sum, the logit, has either sign and
-    no such pull on the length of the text, which matters where the policy decides when to emit EOS.
+    charges for every token, so it gains by ending early. Their sum, the logit, has either sign, so
+    it pulls on the length only as far as its mean is not zero. That mean is not zero in general: at
+    the discriminator's optimum the expected reward is -KL(rho_pi || rho_E) <= 0, a charge per token
+    while the policy differs from the expert; under reward-to-go a sample's return then falls with
+    its length.
     """
     d = d_logits.float().gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return torch.where(targets != IGNORE, d, 0.0).detach()
@@ -271,6 +292,7 @@ class Run:
     batches: Batches
     device: str
     dtype: torch.dtype
+    answer_marker: int | None = None   # the model id of "####", which opens a GSM8K answer (None: absent)
     iter_num: int = 0
     best_val_loss: float = math.inf
     # The statistics since the last evaluation, as running sums (its log row's means), and whether a
@@ -308,7 +330,7 @@ def setup(c: GailConfig, resumed: dict | None, source: dict | None, device: str)
     scaler, disc_scaler = grad_scaler(device, dtype), grad_scaler(device, dtype)
     batches = Batches(dataset.train, c.batch_size, c.seed)
     run = Run(c, dataset, problems, policy, reference, discriminator, optimizer, disc_optimizer, scaler, disc_scaler,
-              batches, device, dtype)
+              batches, device, dtype, answer_marker(dataset.vocab))
     if resumed:
         restore_training(resumed, optimizer, scaler, batches)
         disc_optimizer.load_state_dict(resumed["disc_optimizer"])
@@ -345,17 +367,20 @@ def step_with_clip(model: GPT, optimizer: torch.optim.Optimizer, scaler: torch.a
     optimizer.zero_grad(set_to_none=True)
 
 
-def discriminator_steps(run: Run, x: torch.Tensor, y: torch.Tensor, is_expert: torch.Tensor) -> tuple[float, float]:
+def discriminator_steps(run: Run, x: torch.Tensor, y: torch.Tensor, is_expert: torch.Tensor) -> dict[str, float]:
     """disc_steps steps of L_D on one batch; the accuracy before the first (on samples it has not
-    seen: the measure logged) and the last loss."""
-    accuracies = []
-    for _ in range(run.config.disc_steps):
+    seen: the measure logged), overall and at the answer's tokens, and the last loss."""
+    answer = answer_positions(y, run.answer_marker, run.dataset.vocab.eos)
+    for step in range(run.config.disc_steps):
         with autocast(run.device, run.dtype):
             d_logits = run.discriminator(x)
         loss, accuracy = discriminator_loss(d_logits, y, is_expert)
-        accuracies.append(float(accuracy))
+        if step == 0:
+            first = {"disc_accuracy": float(accuracy)}
+            if answer.any():
+                first["disc_answer_accuracy"] = float(answer_accuracy(d_logits, y, is_expert, answer))
         step_with_clip(run.discriminator, run.disc_optimizer, run.disc_scaler, loss, run.config.grad_clip)
-    return accuracies[0], loss.item()
+    return {**first, "disc_loss": loss.item()}
 
 
 @torch.no_grad()
@@ -367,10 +392,20 @@ def advantages_of(run: Run, x: torch.Tensor, y: torch.Tensor, done: torch.Tensor
         rewards = reward_from_logits(run.discriminator(x[n_expert:]), y[n_expert:])
     run.discriminator.train()
     is_action = y[n_expert:] != IGNORE
-    if run.config.shuffle_rewards:  # the control: the same rewards, each on a random token of the batch
-        rewards[is_action] = rewards[is_action][torch.randperm(int(is_action.sum()), device=x.device)]
+    if run.config.shuffle_rewards:
+        rewards = shuffled_rewards(rewards, is_action)
     G = reward_to_go(rewards, is_action, done[n_expert:], run.config.gamma)
     return G - leave_one_out_baseline(G, is_action), float(masked_mean(rewards, is_action))
+
+
+def shuffled_rewards(rewards: torch.Tensor, is_action: torch.Tensor) -> torch.Tensor:
+    """The control: the batch's rewards minus their mean, each on a random action of the batch. Not
+    centred, the mean alone would remain, and under reward-to-go a constant reward per token is a
+    pure signal on the length of a sample (a negative mean: shorter is better)."""
+    centred = rewards[is_action] - rewards[is_action].mean()
+    out = torch.zeros_like(rewards)
+    out[is_action] = centred[torch.randperm(centred.numel(), device=rewards.device)]
+    return out
 
 
 def train_step(run: Run) -> dict[str, float]:
@@ -382,9 +417,8 @@ def train_step(run: Run) -> dict[str, float]:
     x, y, done = (torch.from_numpy(a).to(run.device) for a in collate(expert + samples, with_last_state=True))
     is_expert = torch.arange(len(x), device=run.device) < len(expert)
     t1 = time.time()
-    disc_accuracy, disc_loss = discriminator_steps(run, x, y, is_expert)
-    advantages, reward_mean = advantages_of(run, x, y, done, len(expert))
-    stats = {"disc_accuracy": disc_accuracy, "disc_loss": disc_loss, "reward_mean": reward_mean}
+    stats = discriminator_steps(run, x, y, is_expert)
+    advantages, stats["reward_mean"] = advantages_of(run, x, y, done, len(expert))
     t2 = time.time()
     if run.iter_num >= c.disc_warmup:
         lr = cosine_lr(run.iter_num, c.learning_rate, c.min_lr, c.warmup_iters, c.lr_decay_iters or c.max_iters)
@@ -443,6 +477,8 @@ def log_evaluation(run: Run) -> None:
     sums, counts = run.interval["sums"], run.interval["counts"]
     means = {k: sums.get(k, 0.0) / max(counts.get(k, 0), 1)
              for k in ("disc_accuracy", "disc_loss", "reward_mean", "pg", "nll", "kl", "entropy", "lr")}
+    if "disc_answer_accuracy" in counts:   # data with GSM8K's "#### N" answers
+        means["disc_answer_accuracy"] = sums["disc_answer_accuracy"] / counts["disc_answer_accuracy"]
     ms = {f"{k[:-2]}_ms": 1000 * sums.get(k, 0.0) / max(counts.get(k, 0), 1) for k in ("sample_s", "disc_s", "policy_s")}
     ms["update_ms"] = ms["disc_ms"] + ms["policy_ms"]
     append_log(run.config.out_dir, {"iter": run.iter_num, **result, **means, **ms})

@@ -5,7 +5,8 @@ import math
 import os
 
 from errors import UserError
-from lab.registry import ENTROPY, HEAD, HEAD_RECIPE, MLE, RECIPE, SWEEP, TEMPERATURES
+from lab.registry import ENTROPY, HEAD, HEAD_RECIPE, MLE, RECIPE, SHIFT_METHODS, SHIFT_MLE_TUNED, SWEEP, TEMPERATURES
+from lab.reward_sites import METHODS as REWARD_METHODS, SEEDS as REWARD_SEEDS, SITES, reward_sites
 from lab.results import base_accuracy, frontier_curves, largest_fall, log_of, seeds_of
 from lab.stats import mean_and_se, paired_difference, t_interval
 from lab.tables import FALL, FRONTIER_METHODS, GAIL_ROWS, MATCHED_SELF_BLEU
@@ -179,6 +180,82 @@ def plot_gail(folder: str = "figures") -> str:
              "threshold). The discriminator's accuracy is measured on each batch before it trains on it.", ha="center", fontsize=8)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     path = os.path.join(folder, "gail_stability.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_shift(folder: str = "figures") -> str:
+    """figures/shift.png (Results §11), one colour per method in every panel: val nll and greedy
+    accuracy over fine-tuning (val split), and the test split's frontier (sampled accuracy against
+    Self-BLEU through the temperatures)."""
+    plt = pyplot()
+    found = {m: frontier_curves(m) for m in SHIFT_METHODS}
+    found = {m: c for m, c in found.items() if c}
+    fig, (nll_ax, acc_ax, front_ax) = plt.subplots(1, 3, figsize=(16, 5.4))
+    for method, curves in found.items():
+        rows = [r[0] for r in curves.values()]
+        label = f"{method.label} ({len(rows)} seeds)"
+        width = 2.4 if method is SHIFT_MLE_TUNED else 1.4
+        iters = sorted(set.intersection(*(set(r["curve"]) for r in rows)))
+        for ax, key in ((nll_ax, "nll_curve"), (acc_ax, "curve")):
+            m, se = zip(*[mean_and_se([r[key][i] for r in rows]) for i in iters])
+            ax.errorbar(iters, m, yerr=se, marker="o", markersize=3, capsize=2, color=method.colour, lw=width,
+                        label=label)
+        temps = sorted({r["temperature"] for rs in curves.values() for r in rs})
+        (x, xe), (y, ye) = [zip(*[mean_and_se([r[k] for rs in curves.values() for r in rs if r["temperature"] == t])
+                                  for t in temps]) for k in ("self_bleu", "accuracy_sample")]
+        front_ax.errorbar(x, y, xerr=xe, yerr=ye, marker="o", markersize=4, capsize=2, color=method.colour, lw=width,
+                          label=label)
+    nll_ax.set(xlabel="fine-tuning iteration", ylabel="val nll per token (val split)",
+               title="Held-out nll over fine-tuning")
+    acc_ax.set(xlabel="fine-tuning iteration", ylabel="greedy accuracy (200 val problems)",
+               title="Greedy accuracy over fine-tuning")
+    front_ax.set(xlabel="Self-BLEU among a problem's 5 samples (lower = more diverse)",
+                 ylabel="sampled accuracy (300 test problems)",
+                 title=f"Frontier on the test split (T = {TEMPERATURES.replace(',', ', ')}, left to right)")
+    front_ax.invert_xaxis()
+    for ax in (nll_ax, acc_ax, front_ax):
+        ax.grid(alpha=0.3)
+    front_ax.legend(fontsize=7.5, loc="lower left")
+    fig.suptitle("A pretrained base fine-tuned on 500 problems of 4 steps (Results §11)", fontsize=11)
+    fig.text(0.5, 0.01, "Mean over seeds; bars: ±1 standard error over seeds (unpaired). The thick black line is "
+             "the tuned MLE. The verdict (paired by seed) is in the tables.", ha="center", fontsize=8)
+    fig.tight_layout(rect=(0, 0.04, 1, 0.96))
+    path = os.path.join(folder, "shift.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_reward_sites(folder: str = "figures") -> str | None:
+    """figures/reward_sites.png: each method's mean reward per token at the answer's tokens and
+    elsewhere, for its right and its wrong samples (lab.reward_sites), one dot per seed."""
+    found = reward_sites()
+    if not found:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(10, 5))
+    width = 0.8 / len(REWARD_METHODS)
+    for i, method in enumerate(REWARD_METHODS):
+        runs = [found["runs"][method.name(s)] for s in REWARD_SEEDS if method.name(s) in found["runs"]]
+        for j, site in enumerate(SITES):
+            values = [r[site] for r in runs if r[site] is not None]
+            x = j + (i - (len(REWARD_METHODS) - 1) / 2) * width
+            m, se = mean_and_se(values)
+            ax.bar(x, m, width * 0.9, yerr=se, capsize=3, color=method.colour, alpha=0.8,
+                   label=f"{method.label} ({len(values)} seeds)" if j == 0 else None)
+            ax.scatter([x] * len(values), values, s=10, color="black", zorder=3)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(range(len(SITES)), [s.replace(", ", "\n") + " samples" for s in SITES])
+    ax.set_ylabel("mean extracted reward r_t per token")
+    ax.set_title(f"Where the reward sits: the answer's tokens (after ####) and the rest, right and wrong samples\n"
+                 f"({found['problems']} test problems × {found['samples']} samples at T = 1; dots: seeds; bars: "
+                 "±1 s.e.)", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = os.path.join(folder, "reward_sites.png")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -136,6 +136,10 @@ def null_reason_report() -> str:
             lines.append(f"| {label} | {best_temperatures(rows)} | "
                          f"{interval_text([p['kl_at_T1'] for p in rows], word=False, digits=4, plain=True)} | "
                          f"{interval_text([p['kl_min'] for p in rows], word=False, digits=4, plain=True)} |")
+    for label, _ in NULL_REASON[1:]:   # how much of the distance at T = 1 a temperature explains
+        rows = [p for p in other if p["policy"] == label]
+        shares = [(p["kl_at_T1"] - p["kl_min"]) / p["kl_at_T1"] for p in rows]
+        lines.append(f"\nTempering removes a share {interval_text(shares, word=False)} of the {label}'s KL at T = 1.")
     checks = found.get("log_checks", [])
     differ = [c["name"] for c in checks if not c["log_equal"]]
     lines += ["", f"Retrained checkpoints (runs/ is not kept): {len(checks) - len(differ)} of {len(checks)} logs "

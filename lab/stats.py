@@ -18,10 +18,27 @@ def mean_and_se(values: list[float]) -> tuple[float, float]:
     return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1) / len(values))
 
 
-# Student's t distribution: the 0.975 quantile for n - 1 degrees of freedom (published tables,
-# e.g. NIST/SEMATECH e-Handbook 1.3.6.7.2), so that mean ± T_975[n - 1] x s.e. is a 95% interval.
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-         11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093}
+def t_within(t: float, df: int) -> float:
+    """P(|T| < t) for Student's t with df degrees of freedom, by the finite series of Abramowitz &
+    Stegun 26.7.3-4 in theta = atan(t / sqrt(df))."""
+    theta = math.atan(t / math.sqrt(df))
+    c2, term, total = math.cos(theta) ** 2, 1.0, 1.0
+    for k in range(1 + df % 2, df - 1, 2):   # odd df: 2/3 c2, 2*4/(3*5) c2^2, ...; even: 1/2 c2, 1*3/(2*4) c2^2, ...
+        term *= c2 * k / (k + 1)
+        total += term
+    if df % 2:
+        return 2 / math.pi * (theta + (math.sin(theta) * math.cos(theta) * total if df > 1 else 0.0))
+    return math.sin(theta) * total
+
+
+def t_975(df: int) -> float:
+    """The 0.975 quantile of Student's t with df degrees of freedom (bisection on t_within), so that
+    mean ± t_975(n - 1) x s.e. is a 95% interval."""
+    low, high = 0.0, 1000.0
+    for _ in range(100):
+        mid = (low + high) / 2
+        low, high = (mid, high) if t_within(mid, df) < 0.95 else (low, mid)
+    return (low + high) / 2
 
 
 def t_interval(values: list[float]) -> tuple[float, float, float, float] | None:
@@ -31,7 +48,7 @@ def t_interval(values: list[float]) -> tuple[float, float, float, float] | None:
     if len(values) < 2:
         return None
     m, se = mean_and_se(values)
-    half = T_975[len(values) - 1] * se
+    half = t_975(len(values) - 1) * se
     return m, se, m - half, m + half
 
 

@@ -100,26 +100,24 @@ def test_accuracy_at_matched_self_bleu_interpolates_and_pairs_by_seed():
 # The 95% interval and the one rule that turns it into words
 
 def test_t_interval_on_a_hand_computed_case():
-    # 0.01, 0.03, 0.05: mean 0.03, sample sd 0.02, s.e. 0.02 / sqrt(3) = 0.011547; t(0.975, 2 df) = 4.303,
-    # so the half-width is 4.303 x 0.011547 = 0.049687
+    # 0.01, 0.03, 0.05: mean 0.03, sample sd 0.02, s.e. 0.02 / sqrt(3) = 0.0115470; t(0.975, 2 df) =
+    # 4.3026527, so the half-width is 4.3026527 x 0.0115470 = 0.0496828
     m, se, low, high = stats.t_interval([0.01, 0.03, 0.05])
     assert m == pytest.approx(0.03) and se == pytest.approx(0.0115470, abs=1e-7)
-    assert low == pytest.approx(-0.019687, abs=1e-6) and high == pytest.approx(0.079687, abs=1e-6)
-    # two values, 1 df: t = 12.706, s.e. = |a - b| / 2
-    assert stats.t_interval([0.1, 0.3])[2:] == pytest.approx((0.2 - 1.2706, 0.2 + 1.2706))
+    assert low == pytest.approx(-0.0196828, abs=1e-7) and high == pytest.approx(0.0796828, abs=1e-7)
+    # two values, 1 df: t = 12.7062047, s.e. = |a - b| / 2
+    assert stats.t_interval([0.1, 0.3])[2:] == pytest.approx((0.2 - 1.27062047, 0.2 + 1.27062047))
     assert stats.t_interval([0.5]) is None and stats.t_interval([None, 0.5]) is None
 
 
-def test_t_quantiles_are_students():
-    try:
-        from scipy import stats as scipy_stats  # not a project dependency: checked when present
-    except ImportError:
-        scipy_stats = None
-    if scipy_stats is not None:
-        for df, t in stats.T_975.items():
-            assert t == pytest.approx(scipy_stats.t.ppf(0.975, df), abs=5e-4)
-    # published values (any t table): 1 df 12.706, 2 df 4.303, 4 df 2.776, 10 df 2.228
-    assert [stats.T_975[df] for df in (1, 2, 4, 10)] == [12.706, 4.303, 2.776, 2.228]
+def test_t_quantiles_are_students_to_the_last_digits():
+    # 15-digit values of the 0.975 quantile (R's qt(0.975, df)), an independent computation
+    published = {1: 12.7062047361747, 2: 4.30265272974946, 3: 3.18244630528371, 4: 2.77644510519779,
+                 9: 2.26215716279820, 30: 2.04227245630124}
+    for df, t in published.items():
+        assert stats.t_975(df) == pytest.approx(t, abs=1e-12)
+    # and the CDF it inverts: P(|T| < 1) with 1 df is 1/2 (Cauchy), with 2 df 1/sqrt(3)
+    assert stats.t_within(1.0, 1) == pytest.approx(0.5) and stats.t_within(1.0, 2) == pytest.approx(3 ** -0.5)
 
 
 @pytest.mark.parametrize("low, high, sign, word", [
@@ -257,7 +255,7 @@ def test_gail_runs_are_gail_py_runs_from_the_protocols_mle_bases():
     # the frontier's fine-tuned runs are the protocol's own, trained by train.py with the same flags
     recipe = registry.FINETUNED_HEAD_RECIPE.run(2)
     assert recipe in groups["gail"].runs and recipe in groups["gail_frontier"].runs and recipe.script == "train.py"
-    assert registry.FINETUNED[0.0].run(2) in groups["gail_frontier"].runs and groups["protocol"].runs
+    assert registry.FINETUNED[0.0].run(2) in groups["gail_frontier"].runs and groups["value_head"].runs
     assert recipe.flags[recipe.flags.index("--lambda"):] == ("--lambda", "0.1", "--gamma", "0.9", "--value_head")
 
 
@@ -395,9 +393,9 @@ def test_bad_flags_and_a_damaged_result_are_one_line(kept, capsys):
         with pytest.raises(SystemExit) as stop:
             experiments.main(argv)
         assert stop.value.code == 2 and "experiments.py: error: " in capsys.readouterr().err.splitlines()[-1]
-    fake_run(kept, "sweep_lam0_s1", {})
-    (kept / "sweep_lam0_s1" / "eval.json").write_text('{"temperature": 1.0, "accuracy_gr')   # cut off mid-write
-    assert experiments.main(["--report", "--only", "sweep"]) == 2
+    fake_run(kept, "finetune_lam0_s1", {})
+    (kept / "finetune_lam0_s1" / "eval.json").write_text('{"temperature": 1.0, "accuracy_gr')   # cut off mid-write
+    assert experiments.main(["--report", "--only", "value_head"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("experiments.py: error: ") and "sweep_lam0_s1/eval.json is damaged" in err
+    assert err.startswith("experiments.py: error: ") and "finetune_lam0_s1/eval.json is damaged" in err
     assert err.count("\n") == 1

@@ -14,7 +14,7 @@ import gail
 import sample
 from conftest import TINY
 from data import IGNORE, Item, collate
-from gail import (GailConfig, discriminator_loss, kl_to_reference, leave_one_out_baseline, policy_loss,
+from gail import (GailConfig, answer_accuracy, answer_positions, discriminator_loss, shuffled_rewards, kl_to_reference, leave_one_out_baseline, policy_loss,
                   reward_from_logits, reward_to_go)
 
 ONLY_PG = GailConfig(mle_weight=0.0, kl_coef=0.0, entropy_coef=0.0)
@@ -34,6 +34,29 @@ def test_discriminator_loss_on_a_hand_worked_case():
     assert float(loss) == pytest.approx((math.log(2) + math.log(4 / 3)) / 2 + math.log(4))
     # D > 1/2 on one of the two expert actions; D < 1/2 on none of the policy's
     assert float(accuracy) == pytest.approx((1 / 2 + 0) / 2)
+
+
+def test_answer_accuracy_scores_only_the_tokens_after_the_marker():
+    # tokens: 7 is "####", 9 is EOS. Row 0 (expert): 3 7 4 5 9 -> the answer is 4 5; row 1 (policy):
+    # 7 6 9 IGNORE -> the answer is 6; row 2 (policy) has no marker, so no answer.
+    y = torch.tensor([[3, 7, 4, 5, 9], [7, 6, 9, IGNORE, IGNORE], [3, 4, 5, 9, IGNORE]])
+    answer = answer_positions(y, marker=7, eos=9)
+    assert answer.tolist() == [[False, False, True, True, False], [False, True, False, False, False], [False] * 5]
+    assert not answer_positions(y, marker=None, eos=9).any()
+    d = torch.full((3, 5, 10), -50.0)   # every other position is scored wrong; it must not count
+    d[0, 2, 4], d[0, 3, 5], d[1, 1, 6] = 1.0, -1.0, -2.0   # expert: one of two right; policy: right
+    acc = answer_accuracy(d, y, torch.tensor([True, False, False]), answer)
+    assert float(acc) == pytest.approx((1 / 2 + 1) / 2)
+
+
+def test_the_shuffled_control_keeps_no_mean_reward_and_only_moves_rewards_between_actions():
+    torch.manual_seed(0)
+    is_action = torch.rand(4, 9) < 0.7
+    rewards = torch.where(is_action, torch.randn(4, 9) - 3.0, 0.0)   # mean about -3: a length signal
+    out = shuffled_rewards(rewards, is_action)
+    assert (out[~is_action] == 0).all() and abs(float(out[is_action].sum())) < 1e-4
+    centred = rewards[is_action] - rewards[is_action].mean()
+    torch.testing.assert_close(out[is_action].sort().values, centred.sort().values)
 
 
 def test_the_reward_is_the_logit_log_D_minus_log_one_minus_D():
@@ -179,7 +202,7 @@ def test_fine_tunes_an_mle_checkpoint_logs_and_sample_reads_it(mle_base, tmp_pat
     log = [json.loads(line) for line in open(out / "log.jsonl")]
     assert [e["iter"] for e in log] == [2, 4]
     assert {"val_nll", "val_kl", "accuracy", "disc_accuracy", "reward_mean", "update_ms", "sample_ms"} <= log[0].keys()
-    assert 0 <= log[-1]["disc_accuracy"] <= 1
+    assert 0 <= log[-1]["disc_accuracy"] <= 1 and 0 <= log[-1]["disc_answer_accuracy"] <= 1
     ckpt = torch.load(out / "ckpt.pt", weights_only=True)
     assert ckpt["algorithm"] == "gail" and ckpt["iter_num"] == 4
     capsys.readouterr()
