@@ -344,8 +344,8 @@ def setup(c: GailConfig, resumed: dict | None, source: dict | None, device: str)
 def save(run: Run) -> None:
     """runtime's checkpoint of the policy (what sample.py reads), plus GAIL's other networks."""
     checkpoint = training_checkpoint(
-        run.policy, run.optimizer, run.scaler, run.batches, run.config, run.dataset.vocab.state_dict(),
-        data_spec(run.config), run.iter_num, run.best_val_loss, algorithm="gail",
+        run.policy, run.optimizer, run.scaler, run.batches, config=run.config, vocab=run.dataset.vocab,
+        iter_num=run.iter_num, best_val_loss=run.best_val_loss, algorithm="gail",
         reference=run.reference.state_dict(), discriminator=run.discriminator.state_dict(),
         disc_model_args=dataclasses.asdict(run.discriminator.config), disc_optimizer=run.disc_optimizer.state_dict(),
         disc_scaler=run.disc_scaler.state_dict(), interval=run.interval, eval_owed=run.eval_owed)
@@ -520,8 +520,7 @@ def train_loop(run: Run, stop: StopSignals) -> int:
             bar.set_postfix(d_acc=f"{stats['disc_accuracy']:.2f}", r=f"{stats['reward_mean']:+.2f}",
                             nll=f"{stats.get('nll', math.nan):.3f}", kl=f"{stats.get('kl', math.nan):.4f}",
                             refresh=False)
-            _, signum = stop.agree(False, run.device, 1)
-            if signum:
+            if signum := stop.signum:
                 run.eval_owed = evaluates_at(run.iter_num, c)
                 save(run)
                 bar.close()

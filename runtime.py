@@ -29,7 +29,7 @@ from dataclasses import field, fields
 import torch
 import torch.distributed as dist
 
-from data import Vocab
+from data import Vocab, data_spec
 from errors import CheckpointError, Parser, UserError, WriteError, run_main  # noqa: F401  (scripts take them here)
 from model import GPT, GPTConfig
 
@@ -452,14 +452,15 @@ def write_checkpoint(checkpoint: dict, out_dir: str, also_best: bool, rank: int,
         raise WriteError(failure or "rank 0 could not write the checkpoint")
 
 
-def training_checkpoint(model: GPT, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, batches,
-                        config, vocab: dict, data_spec: dict, iter_num: int, best_val_loss: float, **extra) -> dict:
+def training_checkpoint(model: GPT, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, batches, *,
+                        config, vocab: Vocab, iter_num: int, best_val_loss: float, **extra) -> dict:
     """One checkpoint holds what sample.py needs to rebuild the model and its data (weights,
     model_args, config, vocab, data_spec), and what --resume needs to continue bit for bit
     (RESUME_KEYS: optimizer and scaler state, data position, RNG states, best val loss), plus what
     a script adds in `extra` (online IQLearn: its current policy batch)."""
     return {"model": model.state_dict(), "model_args": dataclasses.asdict(model.config),
-            "config": dataclasses.asdict(config), "vocab": vocab, "data_spec": data_spec, "iter_num": iter_num,
+            "config": dataclasses.asdict(config), "vocab": vocab.state_dict(), "data_spec": data_spec(config),
+            "iter_num": iter_num,
             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "data_position": batches.state_dict(),
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
@@ -708,7 +709,7 @@ def append_log(out_dir: str, row: dict) -> None:
 class StopSignals:
     """SIGINT (Ctrl-C) and SIGTERM (how SLURM, Kubernetes, `timeout` and cloud preemption stop a job)
     only note the first signal's number (`signum`); the training loop shares it with every process
-    (`StopSignals.agree`) and saves at that iteration boundary, then exits with 128 + the number (130,
+    (`agreed`, with its other votes) and saves at that iteration boundary, then exits with 128 + the number (130,
     143). The handler does nothing else, so a second signal while the checkpoint is written cannot
     interrupt the write (SIGKILL still can; the temporary file and rename keep the previous
     checkpoint whole). On leaving the `with` block the previous handlers come back."""
@@ -726,10 +727,3 @@ class StopSignals:
 
     def _note(self, signum, frame) -> None:
         self.signum = self.signum or signum
-
-    def agree(self, non_finite: bool, device: str, world: int) -> tuple[bool, int]:
-        """Whether the loss was non-finite on any process, and the stop signal any process has noted
-        (0: none), in one all-reduce: every process then skips the same update and stops at the
-        same iteration."""
-        non_finite, signum = agreed([float(non_finite), float(self.signum)], device, world)
-        return bool(non_finite), int(signum)

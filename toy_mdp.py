@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from iqlearn import check_coefficients, iqlearn_loss, iqlearn_online_loss
-from runtime import UserError, config_parser, knob, replacing, run_main
+from runtime import UserError, check_ranges, config_parser, knob, replacing, run_main
 
 # --- the toy (fixed) ------------------------------------------------------------------------------
 MOVES = (-1, 0, 1)   # action a moves the position by MOVES[a] = a - 1
@@ -48,15 +48,16 @@ DYNAMICS = ("concatenation", "recoverable")
 # --- the experiment (command-line flags; these are their defaults) -------------------------------
 @dataclass
 class Config:
-    seeds: int = knob(8, "independent expert datasets; results are mean ± standard error")
-    n_expert: int = knob(10, "expert trajectories per seed")
-    epsilon: float = knob(0.3, "execution noise: learner and expert run (1-eps) pi + eps uniform")
+    seeds: int = knob(8, "independent expert datasets; results are mean ± standard error (needs 2)", at_least=2)
+    n_expert: int = knob(10, "expert trajectories per seed", at_least=1)
+    epsilon: float = knob(0.3, "execution noise: learner and expert run (1-eps) pi + eps uniform", at_least=0,
+                          at_most=1)
     lam: float = knob(0.01, "weight of the chi^2 (TD) regulariser")
     alpha: float = knob(0.1, "fraction of online (self-generated) data")
     gamma: float = knob(0.9, "discount; at 1 the online value terms cancel (both are V(s0))")
     stress_lam: float = knob(1.0, "lam of the stress setting (large lam * alpha)")
     stress_alpha: float = knob(0.5, "alpha of the stress setting")
-    steps: int = knob(1000, "full-batch Adam steps (converged: 2000 give the same table)")
+    steps: int = knob(1000, "full-batch Adam steps (converged: 2000 give the same table)", at_least=0)
     lr: float = knob(0.1, "Adam learning rate")
 
 
@@ -342,13 +343,12 @@ def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
     p.add_argument("--plot", metavar="FILE.png", default=None, help="draw P(goal) per method (needs matplotlib)")
     args = p.parse_args(argv)
     cfg = Config(**{k: v for k, v in vars(args).items() if k not in ("json", "plot")})
-    rules = {"seeds": (lambda x: x >= 2, ">= 2 (a standard error needs two)"),
-             "n_expert": (lambda x: x >= 1, ">= 1"), "steps": (lambda x: x >= 0, ">= 0"),
-             "epsilon": (lambda x: 0.0 <= x <= 1.0, "in [0, 1]"),
-             "lr": (lambda x: math.isfinite(x) and x > 0, "finite and > 0")}
-    for name, (ok, rule) in rules.items():
-        if not ok(getattr(cfg, name)):
-            p.error(f"--{name} must be {rule}, got {getattr(cfg, name)}")
+    try:
+        check_ranges(cfg)   # the knobs' at_least / at_most, and finite floats
+    except UserError as e:
+        p.error(str(e))
+    if cfg.lr <= 0:
+        p.error(f"--lr must be > 0, got {cfg.lr}")
     # The objective's coefficients: iqlearn's own range check, naming our flag.
     for name, coefficient in (("lam", {"lam": cfg.lam}), ("stress_lam", {"lam": cfg.stress_lam}),
                               ("gamma", {"gamma": cfg.gamma}), ("alpha", {"alpha": cfg.alpha}),

@@ -29,10 +29,10 @@ from data import (DATA_FIELDS, IGNORE, Batches, Dataset, Item, Problem, Vocab, c
                   length_chunks, load_dataset, policy_samples, problems_from, val_batches)
 from iqlearn import check_coefficients, iqlearn_loss, iqlearn_online_loss, policy_entropy
 from model import GPT
-from runtime import (DTYPES, MAX_SEED, MODEL_FIELDS, StopSignals, UserError, append_log, autocast, build_model,
-                     check_ranges, checkpoint_path, cosine_lr, flag_of, grad_scaler, holding_out_dir, knob, parse_config,
-                     pick_dtype, print_step_memory, restore_training, run_main, setup_distributed, start_log,
-                     starting_point, training_checkpoint, what_is_kept, write_checkpoint)
+from runtime import (DTYPES, MAX_SEED, MODEL_FIELDS, StopSignals, UserError, agreed, append_log, autocast,
+                     build_model, check_ranges, checkpoint_path, cosine_lr, flag_of, grad_scaler, holding_out_dir, knob,
+                     parse_config, pick_dtype, print_step_memory, restore_training, run_main, setup_distributed,
+                     start_log, starting_point, training_checkpoint, what_is_kept, write_checkpoint)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -237,10 +237,9 @@ def checkpoint_state(run: Run, state: State) -> dict:
     """runtime.training_checkpoint, plus the online policy batch (reused for sample_every iterations)."""
     policy = state.policy and [[(item.tokens.tolist(), item.n_prompt, item.terminal) for item in micro]
                                for micro in state.policy]
-    return training_checkpoint(run.raw_model, run.optimizer, run.scaler, run.batches, run.config,
-                               run.dataset.vocab.state_dict(), data_spec(run.config), state.iter_num,
-                               state.best_val_loss, policy_batches=policy, since_eval=state.since_eval,
-                               eval_owed=state.eval_owed)
+    return training_checkpoint(run.raw_model, run.optimizer, run.scaler, run.batches, config=run.config,
+                               vocab=run.dataset.vocab, iter_num=state.iter_num, best_val_loss=state.best_val_loss,
+                               policy_batches=policy, since_eval=state.since_eval, eval_owed=state.eval_owed)
 
 
 def restore(checkpoint: dict, optimizer, scaler, batches: Batches) -> State:
@@ -314,7 +313,9 @@ def train_step(run: Run, state: State, stop: StopSignals) -> Step:
     if c.grad_clip > 0:
         run.scaler.unscale_(run.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(run.raw_model.parameters(), c.grad_clip)
-    non_finite, signum = stop.agree(not torch.isfinite(means[0]), run.device, run.world)
+    # one all-reduce for both votes: every process skips the same update and stops at the same iteration
+    votes = agreed([float(not torch.isfinite(means[0])), float(stop.signum)], run.device, run.world)
+    non_finite, signum = bool(votes[0]), int(votes[1])
     if not non_finite:
         run.scaler.step(run.optimizer)
         run.scaler.update()
