@@ -399,3 +399,17 @@ def test_bad_flags_and_a_damaged_result_are_one_line(kept, capsys):
     err = capsys.readouterr().err
     assert err.startswith("experiments.py: error: ") and "finetune_lam0_s1/eval.json is damaged" in err
     assert err.count("\n") == 1
+
+
+def test_the_tuned_mle_of_section_11_is_the_rule_s_pick_from_the_kept_tuning_logs():
+    from lab import tables
+    choice = tables.tuned_choice()   # from results/, as kept
+    if choice is None:
+        pytest.skip("the tuning grid's logs are not in results/")
+    (prefix, iteration), _ = choice
+    picked = next(m for m in registry.SHIFT_MLE_GRID.values() if m.prefix == prefix)
+    tuned = registry.SHIFT_MLE_TUNED
+    # the same flags but the stopping iteration, on the grid run's 600-iteration schedule
+    assert tuned.run(3).max_iters == iteration and tuned.schedule[tuned.schedule.index("--lr_decay_iters") + 1] == "600"
+    strip = lambda flags: [f for i, f in enumerate(flags) if "--max_iters" not in flags[max(i - 1, 0):i + 1]]
+    assert strip(tuned.run(3).flags) == strip(picked.run(3).flags)
