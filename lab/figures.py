@@ -213,7 +213,8 @@ def plot_shift(folder: str = "figures") -> str:
                title="Greedy accuracy over fine-tuning")
     front_ax.set(xlabel="Self-BLEU among a problem's 5 samples (lower = more diverse)",
                  ylabel="sampled accuracy (300 test problems)",
-                 title=f"Frontier on the test split (T = {TEMPERATURES.replace(',', ', ')}, left to right)")
+                 title=f"Test-split frontier (T = {TEMPERATURES.split(',')[0]} → {TEMPERATURES.split(',')[-1]}, "
+                       "left to right)")
     front_ax.invert_xaxis()
     for ax in (nll_ax, acc_ax, front_ax):
         ax.grid(alpha=0.3)

@@ -103,7 +103,8 @@ def train_and_evaluate(run: Run, evaluation: Evaluation, jobs: int = 1) -> None:
     result = child(command, run.name, run.threads, capture_output=True, text=True)
     os.makedirs(kept, exist_ok=True)
     if os.path.exists(os.path.join(kept, "log.jsonl")):   # evaluated a second way: the kept log stays
-        trained["log_equals_kept"] = same_log(run.name)["log_equal"]
+        trained["log_equals_kept"] = ("not retrained (its checkpoint was already finished): nothing compared"
+                                      if "already_trained_to" in trained else same_log(run.name)["log_equal"])
     else:
         shutil.copyfile(os.path.join(out, "log.jsonl"), os.path.join(kept, "log.jsonl"))
     with open(os.path.join(kept, evaluation.result_file), "w") as f:

@@ -378,6 +378,18 @@ def test_two_fine_tunes_of_one_seed_train_their_base_once(scripts, kept):
         assert facts["base_iteration"] == 1200 and facts["side_by_side"] == 2 and len(facts["load_average_at_start"]) == 3
 
 
+def test_a_second_evaluation_of_a_finished_run_does_not_claim_its_log_was_reproduced(scripts, kept):
+    ran, _, _ = scripts
+    run = registry.FINETUNED[0.0].run(1)
+    trainings = lambda: [name for script, name, _ in ran if script == "train.py"]
+    runner.train_and_evaluate(run, registry.EVAL)               # trained and evaluated: eval.json
+    trained = trainings()
+    runner.train_and_evaluate(run, registry.FRONTIER_EVAL)      # evaluated a second way, not retrained
+    assert trainings() == trained
+    facts = json.loads((kept / run.name / "run.json").read_text())
+    assert facts["frontier.json"]["log_equals_kept"].startswith("not retrained")
+
+
 def test_a_failed_run_is_its_scripts_one_line_reason(scripts, kept, capsys, monkeypatch):
     _, _, fail = scripts
     fail["quickstart_lam0.5"] = "train.py: error: --lambda must be at least 0"
