@@ -32,7 +32,7 @@ def table(rows: list[tuple[str, Method]], columns: tuple[str, ...], result_file:
 
 def curve(rows: list[tuple[str, Method]], key: str = "curve", result_file: str = "eval.json") -> str:
     """Accuracy (or val nll) over iterations, mean over seeds, as a text table, at the iterations
-    every run logged."""
+    any run logged ("–" where a method's runs did not all log it: a run stopped earlier)."""
     found = []
     for label, method in rows:
         results = [r for r in (load(method.name(s), result_file) for s in seeds_of(method, result_file)) if r]
@@ -40,10 +40,11 @@ def curve(rows: list[tuple[str, Method]], key: str = "curve", result_file: str =
             found.append((label, results))
     if not found:
         return NOT_KEPT
-    iters = sorted(set.intersection(*(set(r[key]) for _, results in found for r in results)))
+    iters = sorted(set.union(*(set(r[key]) for _, results in found for r in results)))
     lines = ["| iter | " + " | ".join(str(i) for i in iters) + " |", "|---" * (len(iters) + 1) + "|"]
     for label, results in found:
-        cells = [mean_se_text([r[key][i] for r in results]).split(" ")[0] for i in iters]
+        cells = [mean_se_text([r[key][i] for r in results]).split(" ")[0] if all(i in r[key] for r in results)
+                 else "–" for i in iters]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
