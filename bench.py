@@ -31,6 +31,7 @@ import os
 import statistics
 import sys
 import time
+import types
 from contextlib import contextmanager
 from typing import Callable
 
@@ -408,14 +409,6 @@ def print_memory_table(rows: list[dict], batch_size: int, block_size: int) -> No
 # ----------------------------------------------------------------------------------------------
 # --algorithms: whole iterations of train.py (MLE, IQLearn) and gail.py, from one checkpoint
 
-class NoStopSignals:
-    """train.train_step's stop check, for one process that leaves signals alone: Ctrl-C stays
-    Python's KeyboardInterrupt here, as in the rest of this benchmark."""
-
-    def agree(self, non_finite: bool, device: str, world: int) -> tuple[bool, int]:
-        return non_finite, 0
-
-
 def run_config(config_class: type, fixed: tuple[str, ...], args: argparse.Namespace, **overrides):
     """config_class's defaults, with what the checkpoint's run fixed (`fixed`: the script's
     FIXED_FIELDS, model shape and data) and its batch size, on this benchmark's device and dtype,
@@ -434,7 +427,8 @@ def algorithm_steps(args: argparse.Namespace) -> tuple[dict[str, Callable[[], ob
     for name, lam in [("mle", 0.0), ("iqlearn", args.lam)]:
         run, state = train.setup(run_config(train.TrainConfig, train.FIXED_FIELDS, args, lam=lam), None,
                                  args.source, 0, 1, args.device)
-        steps[name] = functools.partial(train.train_step, run, state, NoStopSignals())
+        # train_step reads only the stop signal's number: none here (Ctrl-C stays Python's KeyboardInterrupt)
+        steps[name] = functools.partial(train.train_step, run, state, types.SimpleNamespace(signum=0))
     gail_run = gail.setup(run_config(gail.GailConfig, gail.FIXED_FIELDS, args), None, args.source, args.device)
     steps["gail"] = lambda: gail_stats.append(gail.train_step(gail_run))
     return steps, gail_stats, gail_run.config
