@@ -218,7 +218,7 @@ def plot_shift(folder: str = "figures") -> str:
     front_ax.invert_xaxis()
     for ax in (nll_ax, acc_ax, front_ax):
         ax.grid(alpha=0.3)
-    front_ax.legend(fontsize=7.5, loc="lower left")
+    nll_ax.legend(fontsize=7.5, loc="upper right", title="every panel", title_fontsize=7.5)
     fig.suptitle("A pretrained base fine-tuned on 500 problems of 4 steps (Results §11)", fontsize=11)
     fig.text(0.5, 0.01, "Mean over seeds; bars: ±1 standard error over seeds (unpaired). The thick black line is "
              "the tuned MLE. The verdict (paired by seed) is in the tables.", ha="center", fontsize=8)

@@ -162,7 +162,7 @@ SHIFT_IQ = [shifted("recipe_head", (*RECIPE_FLAGS, "--value_head"), "recipe + va
 SHIFT_MLE_TUNED = shifted("mle_tuned", ("--lambda", "0", "--dropout", "0", "--weight_decay", "0.5"),
                           "MLE, tuned (weight decay 0.5, stopped at 450)", "black", iters=450)
 SHIFT_OTHERS = [shifted("entropy0.01", ("--lambda", "0", "--entropy_coef", "0.01"), "MLE + entropy 0.01", "#4292c6"),
-                shifted("gail", (), "GAIL (+ MLE loss)", "#3182bd", script="gail.py")]
+                shifted("gail", (), "GAIL (+ MLE loss)", "#8c564b", script="gail.py")]
 
 SHIFT_METHODS = [SHIFT_MLE_TUNED, SHIFT_MLE, *SHIFT_IQ, *SHIFT_OTHERS]
 

@@ -262,6 +262,7 @@ def gail_report() -> str:
 # on the val split by one rule; everything reported is on the test split.
 
 TUNING_SEEDS = (1, 2)
+SHIFT_GAIL = SHIFT_OTHERS[1]
 SHIFT_PAIRS = [("recipe + value head − recipe without it", SHIFT_IQ[0], SHIFT_IQ[2]),
                ("recipe + value head − GAIL", SHIFT_IQ[0], SHIFT_OTHERS[1]),
                ("recipe + value head − MLE + entropy 0.01", SHIFT_IQ[0], SHIFT_OTHERS[0])]
@@ -324,4 +325,13 @@ def shift_report() -> str:
              "\nVal nll over iterations (val split, mean over seeds):\n", curve(rows, "nll_curve", "frontier.json"),
              "\nGreedy accuracy over iterations (val split, mean over seeds):\n", curve(rows, "curve", "frontier.json"),
              "\nThe frontier on the test split. " + frontier_tables(SHIFT_METHODS, SHIFT_MLE_TUNED, SHIFT_PAIRS)]
+    gail_logs = [log_of(SHIFT_GAIL.name(s)) for s in seeds_of(SHIFT_GAIL, "frontier.json")]
+    if gail_logs:   # the discriminator over all tokens and at the answer's (the interval's mean, per evaluation)
+        text.append("\nGAIL's discriminator, balanced accuracy before it trains on each batch, mean over seeds "
+                    "(all tokens / the answer's tokens):\n")
+        iters = [e["iter"] for e in gail_logs[0]]
+        text.append("| iter | " + " | ".join(map(str, iters)) + " |\n" + "|---" * (len(iters) + 1) + "|")
+        for key in ("disc_accuracy", "disc_answer_accuracy"):
+            cells = [mean_se_text([log[i][key] for log in gail_logs]).split(" ")[0] for i in range(len(iters))]
+            text.append(f"| {key} | " + " | ".join(cells) + " |")
     return "\n".join(text)
