@@ -122,9 +122,9 @@ GAIL_NO_MLE_SHUFFLED = gail("gail_shuffled_mle0", ("--shuffle_rewards", "--mle_w
 
 
 # The paper's regime in miniature (Results §11): one pretrained base (MLE on the built-in task at
-# the sweep's settings, seed 1), fine-tuned on a small task it never saw: 500 problems of exactly 4
-# steps (its answers are 4 lines; the base saw 2-3), 38 epochs, with about 30% of the problems
-# holding a number token the base's vocabulary lacks (train.py grows it). train.py's val split
+# the sweep's settings, seed 1), fine-tuned on a small task it never saw: 500 problems drawn at 4
+# steps (4 answer lines, 3 where the rate problem is solved the short way; the base saw 2-3),
+# 38 epochs, with 48% of the problems holding a number token the base's vocabulary lacks (train.py grows it). train.py's val split
 # (200 problems, logged every 50 iterations) tunes; the reported numbers are sample.py's on the
 # test split (300 problems), which no run looks at while training or tuning.
 SHIFT_BASE = Method("shift_base", ("--lambda", "0"))
