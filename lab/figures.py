@@ -22,13 +22,21 @@ def pyplot():
     return plt
 
 
+def saved(plt, fig, folder: str, name: str) -> str:
+    """Write the figure to folder/name (the folder made if need be) at the one resolution, close it."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_figures(folder: str = "figures") -> list[str]:
     """figures/frontier.png (accuracy against Self-BLEU through the temperatures, error bars over
     seeds), figures/frontier_difference.png (the verdict: method − MLE at matched Self-BLEU, one dot
     per seed, the mean and its 95% t interval) and figures/lambda_curves.png (greedy accuracy and
     val nll over training)."""
     plt = pyplot()
-    os.makedirs(folder, exist_ok=True)
     found = {method: frontier_curves(method) for method in FRONTIER_METHODS}
     panels = [("MLE, its entropy cost, and the recipe", [MLE, *ENTROPY.values(), RECIPE]),
               ("IQLearn: λ, γ and the value head", [MLE, SWEEP[0.01], SWEEP[0.1], SWEEP[0.5], RECIPE, HEAD_RECIPE,
@@ -60,9 +68,7 @@ def plot_figures(folder: str = "figures") -> list[str]:
              "(unpaired), in both accuracy and Self-BLEU. The verdict (paired, at matched Self-BLEU) is in "
              "frontier_difference.png.", ha="center", fontsize=8)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    paths = [os.path.join(folder, name) for name in ("frontier.png", "frontier_difference.png", "lambda_curves.png")]
-    fig.savefig(paths[0], dpi=110)
-    plt.close(fig)
+    paths = [saved(plt, fig, folder, "frontier.png")]
 
     compared = [m for m in (RECIPE, SWEEP[0.01], SWEEP[0.1], ENTROPY[0.1], HEAD_RECIPE, HEAD[0.1], HEAD[0.5], SWEEP[0.5])
                 if found[m]]
@@ -106,8 +112,7 @@ def plot_figures(folder: str = "figures") -> list[str]:
              "A level a seed's curve does not reach is left out.",
              ha="center", fontsize=8)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    fig.savefig(paths[1], dpi=110)
-    plt.close(fig)
+    paths.append(saved(plt, fig, folder, "frontier_difference.png"))
 
     fig, (acc_ax, nll_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
     for method in (MLE, SWEEP[0.01], SWEEP[0.1], SWEEP[0.5], RECIPE):
@@ -126,9 +131,7 @@ def plot_figures(folder: str = "figures") -> list[str]:
         ax.legend(fontsize=8)
     fig.text(0.5, 0.01, "Bars: ±1 standard error over seeds.", ha="center", fontsize=8)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    fig.savefig(paths[2], dpi=110)
-    plt.close(fig)
-    return paths
+    return [*paths, saved(plt, fig, folder, "lambda_curves.png")]
 
 
 
@@ -179,10 +182,7 @@ def plot_gail(folder: str = "figures") -> str:
     fig.text(0.5, 0.01, f"Thin horizontal lines: each seed's MLE base minus {FALL * 100:.0f} points (the instability "
              "threshold). The discriminator's accuracy is measured on each batch before it trains on it.", ha="center", fontsize=8)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    path = os.path.join(folder, "gail_stability.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return saved(plt, fig, folder, "gail_stability.png")
 
 
 def plot_shift(folder: str = "figures") -> str:
@@ -223,10 +223,7 @@ def plot_shift(folder: str = "figures") -> str:
     fig.text(0.5, 0.01, "Mean over seeds; bars: ±1 standard error over seeds (unpaired). The thick black line is "
              "the tuned MLE. The verdict (paired by seed) is in the tables.", ha="center", fontsize=8)
     fig.tight_layout(rect=(0, 0.04, 1, 0.96))
-    path = os.path.join(folder, "shift.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return saved(plt, fig, folder, "shift.png")
 
 
 def plot_reward_sites(folder: str = "figures") -> str | None:
@@ -256,7 +253,4 @@ def plot_reward_sites(folder: str = "figures") -> str | None:
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = os.path.join(folder, "reward_sites.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return saved(plt, fig, folder, "reward_sites.png")
