@@ -39,12 +39,13 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
+from errors import CheckpointError, Parser, run_main
 from iqlearn import check_coefficients, iqlearn_loss
 from data import IGNORE, Batches, collate, length_chunks, load_dataset
 from gpt2 import GPT2_SIZES, GPT2_VOCAB
 from model import GPT, GPTConfig
-from runtime import (DTYPES, CheckpointError, Parser, autocast, grad_scaler, load_checkpoint, param_counts, pick_device,
-                     pick_dtype, run_main, step_memory)
+from runfiles import load_checkpoint
+from runtime import DTYPES, autocast, grad_scaler, param_counts, pick_device, pick_dtype, step_memory
 
 
 # Dense bf16 (= fp16) tensor-core peak FLOP/s, matched on torch.cuda.get_device_name(), first

@@ -245,7 +245,7 @@ def _vocab_for(texts: list[str], full: bool, given: Vocab | None = None, grow: b
     """The vocabulary of a run on these texts: `given` (a checkpoint's) if there is one, else the
     texts' own ids (or all of GPT-2's). grow: a given compact vocabulary takes in the texts' ids it
     lacks, so that a model can be fine-tuned on data with tokens its base never saw (their rows are
-    made by runtime.build_model); without it a missing token is the caller's error."""
+    made by runfiles.build_model); without it a missing token is the caller's error."""
     if given is not None and not (grow and given.gpt2_ids is not None):
         return given
     if full and given is None:

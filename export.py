@@ -35,10 +35,10 @@ from collections.abc import Callable
 import torch
 
 from data import Vocab, load_dataset
+from errors import Parser, UserError, WriteError, run_main
 from gpt2 import GPT2_VOCAB, config_to_hf, first_line, weights_to_hf
 from model import GPT, GPTConfig
-from runtime import (Parser, UserError, WriteError, checkpoint_path, load_checkpoint, model_from_checkpoint, reason,
-                     replacing, run_main)
+from runfiles import checkpoint_path, load_checkpoint, model_from_checkpoint, reason, replacing
 
 
 class ExportError(UserError):
@@ -136,7 +136,7 @@ def safetensors_writer() -> Callable[..., None]:
 def write_folder(hf_dir: str, config: dict, weights: dict[str, torch.Tensor], files: dict[str, bytes],
                  save_file: Callable[..., None]) -> None:
     """config.json, model.safetensors (written by save_file) and `files`, into hf_dir by
-    runtime.replacing: a temporary folder beside it, renamed to it at the end. hf_dir appears whole
+    runfiles.replacing: a temporary folder beside it, renamed to it at the end. hf_dir appears whole
     or not at all, rename(2) replaces only an absent or empty folder, so one filled meanwhile is
     never overwritten, and a failed write (disk full: safetensors' error or an OSError) is one line
     (WriteError) that leaves nothing behind."""

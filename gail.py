@@ -37,7 +37,7 @@ centres the rewards and permutes them over the batch's tokens before the policy 
 A run is like train.py's (one process; no DDP, no torch.compile): out_dir/log.jsonl at each
 evaluation (val nll, entropy, KL to pi_ref, greedy accuracy, and the discriminator's accuracy and
 the mean reward, which show an adversarial run going wrong), out_dir/ckpt.pt readable by sample.py,
---resume bit for bit, a save on SIGINT/SIGTERM, the out_dir lock (runtime.py).
+--resume bit for bit, a save on SIGINT/SIGTERM, the out_dir lock (runfiles.py).
 """
 
 import copy
@@ -54,12 +54,13 @@ from tqdm import tqdm
 
 from data import DATA_FIELDS, IGNORE, Batches, Dataset, Problem, Vocab, answer_marker, collate, data_spec, \
     greedy_accuracy, load_dataset, policy_samples, problems_from, val_batches
+from errors import UserError, run_main
 from iqlearn import check_coefficients, exp_floor, masked_mean, policy_entropy
 from model import GPT, GPTConfig
-from runtime import (DTYPES, MAX_SEED, MODEL_FIELDS, StopSignals, UserError, append_log, autocast, build_model,
-                     check_ranges, checkpoint_path, cosine_lr, flag_of, grad_scaler, holding_out_dir, knob, parse_config,
-                     pick_device, pick_dtype, restore_training, run_main, start_log, starting_point, training_checkpoint,
-                     what_is_kept, write_checkpoint)
+from runfiles import (MODEL_FIELDS, append_log, build_model, checkpoint_path, holding_out_dir, restore_training,
+                      start_log, starting_point, training_checkpoint, what_is_kept, write_checkpoint)
+from runtime import (DTYPES, MAX_SEED, StopSignals, autocast, check_ranges, cosine_lr, flag_of, grad_scaler, knob,
+                     parse_config, pick_device, pick_dtype)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -342,7 +343,7 @@ def setup(c: GailConfig, resumed: dict | None, source: dict | None, device: str)
 
 
 def save(run: Run) -> None:
-    """runtime's checkpoint of the policy (what sample.py reads), plus GAIL's other networks."""
+    """runfiles' checkpoint of the policy (what sample.py reads), plus GAIL's other networks."""
     checkpoint = training_checkpoint(
         run.policy, run.optimizer, run.scaler, run.batches, config=run.config, vocab=run.dataset.vocab,
         iter_num=run.iter_num, best_val_loss=run.best_val_loss, algorithm="gail",

@@ -1,7 +1,7 @@
 """Published GPT-2 weights (OpenAI's, in the Hugging Face layout) as this project's GPT, and ours back
 out in that layout: skip this file on a first reading.
 
-`train.py --init_from gpt2` calls it (in code: `runtime.model_from_checkpoint(gpt2_checkpoint("gpt2"))`).
+`train.py --init_from gpt2` calls it (in code: `runfiles.model_from_checkpoint(gpt2_checkpoint("gpt2"))`).
 It fetches a GPT-2 from the Hugging Face Hub or reads a local folder (config.json + model.safetensors
 or pytorch_model.bin), checks that the variant is one model.py implements (GPT-2 with `bias=True` and the tanh GELU), and renames the
 tensors to ours: GPT-2 stores its attention and MLP matrices as Conv1D, [in, out], which nn.Linear

@@ -29,11 +29,12 @@ from calculator import Calculator
 from data import (IGNORE, DataError, Item, Problem, Vocab, accuracy, answers_checkable, collate, correct,
                   extract_answer, greedy_accuracy, is_correct, load_dataset, load_records, problems_from, prompt_ids,
                   text_of)
+from errors import CheckpointError, Parser, UserError, run_main
 from iqlearn import implicit_rewards, soft_value
 from metrics import distinct_n, self_bleu, spearman, within_problem_spearman
 from model import GPT, cut_after_eos, left_pad
-from runtime import (MAX_SEED, CheckpointError, Parser, UserError, load_checkpoint, model_from_checkpoint, pick_device,
-                     reason, run_main)
+from runfiles import load_checkpoint, model_from_checkpoint, reason
+from runtime import MAX_SEED, pick_device
 
 
 EVAL_BEAM = 4   # --eval's beam width unless --beam says another: the paper's beam-dependence measurement

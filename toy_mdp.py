@@ -34,8 +34,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from errors import UserError, run_main
 from iqlearn import check_coefficients, iqlearn_loss, iqlearn_online_loss
-from runtime import UserError, check_ranges, config_parser, knob, replacing, run_main
+from runfiles import replacing
+from runtime import check_ranges, config_parser, knob
 
 # --- the toy (fixed) ------------------------------------------------------------------------------
 MOVES = (-1, 0, 1)   # action a moves the position by MOVES[a] = a - 1
@@ -332,7 +334,7 @@ def plot(results: dict, cfg: Config, path: str, plt) -> None:
     ax.set_ylabel("P(goal), executed with noise")
     ax.legend()
     fig.tight_layout()
-    with replacing(path) as f:  # runtime's one way of writing a file: whole or not at all, one line if not
+    with replacing(path) as f:  # runfiles' one way of writing a file: whole or not at all, one line if not
         fig.savefig(f, format=figure_format(path))
 
 

@@ -9,8 +9,8 @@
 Top to bottom: the configuration (each field is a flag; --help lists them), the loss of a batch,
 the learning-rate schedule, evaluation, the run's setup, one training step, and the loop, which
 evaluates into out_dir/log.jsonl and saves out_dir/ckpt.pt (--resume continues). What it calls
-without explaining (flags, devices, checkpoint files, the out_dir lock, stop signals) is
-runtime.py: skip it on a first reading.
+without explaining is runtime.py (flags, devices, stop signals) and runfiles.py (checkpoint
+files, the out_dir lock, the log): skip them on a first reading.
 """
 
 import contextlib
@@ -27,12 +27,13 @@ from tqdm import tqdm
 
 from data import (DATA_FIELDS, IGNORE, Batches, Dataset, Item, Problem, Vocab, collate, data_spec, greedy_accuracy,
                   length_chunks, load_dataset, policy_samples, problems_from, val_batches)
+from errors import UserError, run_main
 from iqlearn import check_coefficients, iqlearn_loss, iqlearn_online_loss, policy_entropy
 from model import GPT
-from runtime import (DTYPES, MAX_SEED, MODEL_FIELDS, StopSignals, UserError, agreed, append_log, autocast,
-                     build_model, check_ranges, checkpoint_path, cosine_lr, flag_of, grad_scaler, holding_out_dir, knob,
-                     parse_config, pick_dtype, print_step_memory, restore_training, run_main, setup_distributed,
-                     start_log, starting_point, training_checkpoint, what_is_kept, write_checkpoint)
+from runfiles import (MODEL_FIELDS, append_log, build_model, checkpoint_path, holding_out_dir, restore_training,
+                      start_log, starting_point, training_checkpoint, what_is_kept, write_checkpoint)
+from runtime import (DTYPES, MAX_SEED, StopSignals, agreed, autocast, check_ranges, cosine_lr, flag_of, grad_scaler,
+                     knob, parse_config, pick_dtype, print_step_memory, setup_distributed)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -234,7 +235,7 @@ def setup(c: TrainConfig, resumed: dict | None, source: dict | None, rank: int, 
 
 
 def checkpoint_state(run: Run, state: State) -> dict:
-    """runtime.training_checkpoint, plus the online policy batch (reused for sample_every iterations)."""
+    """runfiles.training_checkpoint, plus the online policy batch (reused for sample_every iterations)."""
     policy = state.policy and [[(item.tokens.tolist(), item.n_prompt, item.terminal) for item in micro]
                                for micro in state.policy]
     return training_checkpoint(run.raw_model, run.optimizer, run.scaler, run.batches, config=run.config,
@@ -253,7 +254,7 @@ def restore(checkpoint: dict, optimizer, scaler, batches: Batches) -> State:
 
 
 def save(run: Run, state: State, also_best: bool = False) -> None:
-    """Write the checkpoint (runtime.write_checkpoint: a failure stops the run with WriteError)."""
+    """Write the checkpoint (runfiles.write_checkpoint: a failure stops the run with WriteError)."""
     write_checkpoint(checkpoint_state(run, state), run.config.out_dir, also_best, run.rank, run.world, run.device)
 
 

@@ -41,9 +41,10 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # iqlearn.py is one folder up
+from errors import Parser, UserError, run_main  # the project's one-line errors; your loop needs none of them
 from gpt2 import first_line  # noqa: I001  (after the path is set)
 from iqlearn import check_coefficients, iqlearn_loss
-from runtime import MAX_SEED, Parser, UserError, run_main  # the project's one-line errors; your loop needs none of them
+from runtime import MAX_SEED
 
 IGNORE = -100  # Hugging Face's ignore index for labels
 

@@ -52,7 +52,7 @@ sys.path.insert(0, os.path.dirname(HERE))  # iqlearn.py is one folder up
 sys.path.insert(0, HERE)                   # hf_iqlearn.py beside this file
 from hf_iqlearn import IGNORE, ValueOffset, load, pairs, targets_and_done  # noqa: E402
 from iqlearn import check_coefficients, iqlearn_loss  # noqa: E402
-from runtime import Parser, UserError, run_main  # noqa: E402  (the project's one-line errors)
+from errors import Parser, UserError, run_main  # noqa: E402  (the project's one-line errors)
 
 try:
     import datasets

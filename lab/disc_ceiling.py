@@ -70,7 +70,7 @@ def measure_disc_ceiling() -> None:
     import torch
     from data import Vocab, load_dataset, pair_item, policy_samples
     from model import GPTConfig
-    from runtime import checkpoint_path, load_checkpoint, model_from_checkpoint
+    from runfiles import checkpoint_path, load_checkpoint, model_from_checkpoint
     torch.set_num_threads(THREADS)
     began, trained = time.time(), train_run(POLICY)
     checkpoint = load_checkpoint(checkpoint_path(os.path.join(registry.RUNS, POLICY.name)))

@@ -32,7 +32,7 @@ def response_logits(name: str):
     and what fixes those positions (vocabulary and data), so that models can be compared row by row."""
     import torch
     from data import IGNORE, Vocab, collate, fitting_pairs
-    from runtime import checkpoint_path, load_checkpoint, model_from_checkpoint
+    from runfiles import checkpoint_path, load_checkpoint, model_from_checkpoint
     checkpoint = load_checkpoint(checkpoint_path(os.path.join(registry.RUNS, name)))
     model = model_from_checkpoint(checkpoint).eval()
     vocab = Vocab.from_state(checkpoint["vocab"])

@@ -22,7 +22,7 @@ def sites_of(name: str) -> dict[str, float]:
     """One run's mean reward per token at each site, over its samples of the first test problems."""
     import torch
     from data import Vocab, answer_marker, correct
-    from runtime import checkpoint_path, load_checkpoint, model_from_checkpoint
+    from runfiles import checkpoint_path, load_checkpoint, model_from_checkpoint
     from sample import load_problems, score
     checkpoint = load_checkpoint(checkpoint_path(os.path.join(registry.RUNS, name)))
     model = model_from_checkpoint(checkpoint).eval()

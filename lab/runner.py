@@ -37,7 +37,7 @@ def iteration_of(run: Run) -> int | None:
     path = os.path.join(registry.RUNS, run.name, "ckpt.pt")
     if not os.path.exists(path):
         return None
-    from runtime import load_checkpoint   # torch: only when a checkpoint is there to read
+    from runfiles import load_checkpoint   # torch: only when a checkpoint is there to read
     return load_checkpoint(path)["iter_num"]
 
 

@@ -20,7 +20,7 @@ import export
 import train
 from gpt2 import GPT2_VOCAB, gpt2_checkpoint
 from model import GPT, GPTConfig
-from runtime import model_from_checkpoint
+from runfiles import model_from_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT_PATH = pathlib.Path(ROOT)
@@ -174,7 +174,7 @@ def test_the_sequences_measured_on_are_the_checkpoints_val_data_or_random_ones(t
 def refused(argv: list[str], capsys) -> str:
     try:
         code = export.main(argv)
-    except SystemExit as e:  # a bad flag: argparse exits (runtime.Parser: one line, status 2)
+    except SystemExit as e:  # a bad flag: argparse exits (errors.Parser: one line, status 2)
         code = e.code
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err

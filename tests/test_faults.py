@@ -17,7 +17,7 @@ import torch
 import bench
 import export
 import gail
-import runtime
+import runfiles
 import sample
 import toy_mdp
 import train
@@ -141,7 +141,7 @@ def test_temporary_names_are_unpredictable_and_created_exclusively(tmp_path, mon
     real = os.replace
     monkeypatch.setattr(os, "replace", lambda a, b: (names.append(os.path.basename(a)), real(a, b)))
     for i in range(2):
-        runtime.save_checkpoint({"iter_num": i}, str(tmp_path / "ckpt.pt"))
+        runfiles.save_checkpoint({"iter_num": i}, str(tmp_path / "ckpt.pt"))
     assert len(set(names)) == 2 and all(n.startswith(".ckpt.pt.") and n != ".ckpt.pt.tmp" for n in names)
 
 
@@ -319,7 +319,7 @@ def test_fine_tuning_on_data_with_new_tokens_grows_the_vocabulary_and_keeps_the_
     out = tmp_path / "out"
     assert call(train.main, [*FAST, "--init_from", mle_base, "--task_max_value", 80, "--max_iters", 1,
                              "--learning_rate", "1e-9", "--min_lr", "1e-9", "--out_dir", out]) == 0
-    base, tuned = runtime.load_checkpoint(mle_base), runtime.load_checkpoint(out / "ckpt.pt")
+    base, tuned = runfiles.load_checkpoint(mle_base), runfiles.load_checkpoint(out / "ckpt.pt")
     old, new = base["vocab"]["gpt2_ids"], tuned["vocab"]["gpt2_ids"]
     assert set(old) < set(new) and new == sorted(new)
     old_rows, new_rows = base["model"]["wte.weight"], tuned["model"]["wte.weight"]
@@ -328,7 +328,7 @@ def test_fine_tuning_on_data_with_new_tokens_grows_the_vocabulary_and_keeps_the_
         assert torch.allclose(new_rows[i], want, atol=1e-6), g
     # a resumed run's data never changes its vocabulary: the checkpoint's tokens are all there
     assert call(train.main, ["--resume", "--max_iters", 2, "--out_dir", out]) == 0
-    assert runtime.load_checkpoint(out / "ckpt.pt")["vocab"]["gpt2_ids"] == new
+    assert runfiles.load_checkpoint(out / "ckpt.pt")["vocab"]["gpt2_ids"] == new
 
 
 def test_a_script_run_from_the_shell_prints_one_line_too(tmp_path):

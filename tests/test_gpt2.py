@@ -14,9 +14,10 @@ import torch
 
 import sample
 import train
+from errors import CheckpointError
 from gpt2 import (config_from_hf, config_to_hf, gpt2_checkpoint, read_hf_config, read_hf_weights, weights_from_hf,
                   weights_to_hf)
-from runtime import CheckpointError, load_checkpoint, model_from_checkpoint
+from runfiles import load_checkpoint, model_from_checkpoint
 
 needs_transformers = pytest.mark.skipif(
     importlib.util.find_spec("transformers") is None,

@@ -14,7 +14,7 @@ from conftest import save_random_gpt2
 from data import IGNORE, Item, collate
 from gpt2 import gpt2_checkpoint
 from iqlearn import iqlearn_loss
-from runtime import model_from_checkpoint
+from runfiles import model_from_checkpoint
 
 transformers = pytest.importorskip("transformers")
 

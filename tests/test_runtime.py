@@ -16,6 +16,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+import errors
+import runfiles
 import runtime
 import sample
 import train
@@ -83,7 +85,7 @@ def test_sigterm_to_a_real_run_saves_where_it_stopped_and_resume_matches_a_strai
 @pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_saves_at_the_next_iteration_and_a_second_one_does_not_break_the_save(
         tmp_path, monkeypatch, capsys, signum, code):
-    real_next, real_save, calls = Batches.next, runtime.save_checkpoint, []
+    real_next, real_save, calls = Batches.next, runfiles.save_checkpoint, []
 
     def next_then_signal(self):
         calls.append(1)
@@ -96,7 +98,7 @@ def test_a_signal_saves_at_the_next_iteration_and_a_second_one_does_not_break_th
         real_save(checkpoint, path)
 
     monkeypatch.setattr(Batches, "next", next_then_signal)
-    monkeypatch.setattr(runtime, "save_checkpoint", save_while_signalled)
+    monkeypatch.setattr(runfiles, "save_checkpoint", save_while_signalled)
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     out = tmp_path / "out"
     assert train.main([*TINY, "--max_iters", "6", "--eval_interval", "100", "--out_dir", str(out)]) == code
@@ -160,11 +162,11 @@ def full_disk_in_torch(checkpoint, f):
 @pytest.mark.parametrize("fault,reason", [(full_disk, "No space left"), (full_disk_in_torch, "unexpected pos")])
 def test_a_failed_save_keeps_the_previous_checkpoint_and_no_temp_file(tmp_path, monkeypatch, fault, reason):
     path = str(tmp_path / "ckpt.pt")
-    runtime.save_checkpoint({"iter_num": 1}, path)
+    runfiles.save_checkpoint({"iter_num": 1}, path)
     before = open(path, "rb").read()
     monkeypatch.setattr(torch, "save", fault)
-    with pytest.raises(runtime.WriteError, match=f"could not write {re.escape(path)} .*{reason}"):
-        runtime.save_checkpoint({"iter_num": 2}, path)
+    with pytest.raises(errors.WriteError, match=f"could not write {re.escape(path)} .*{reason}"):
+        runfiles.save_checkpoint({"iter_num": 2}, path)
     assert open(path, "rb").read() == before and os.listdir(tmp_path) == ["ckpt.pt"]
 
 
@@ -281,12 +283,12 @@ def test_weights_without_a_head_load_into_a_model_with_one():
         headed.value_head.bias.fill_(3.0)
         for p in plain.parameters():
             p.add_(0.5)
-    runtime.load_weights(headed, plain.state_dict())
+    runfiles.load_weights(headed, plain.state_dict())
     assert headed.value_head.bias.item() == 3.0  # a head the weights do not have keeps its value
     idx = torch.randint(0, 37, (2, 5))
     torch.testing.assert_close(headed(idx) - 3.0, plain(idx), atol=1e-5, rtol=0)
-    with pytest.raises(runtime.CheckpointError, match="do not fit"):
-        runtime.load_weights(tiny(), headed.state_dict())  # the reverse drops a trained head: refused
+    with pytest.raises(errors.CheckpointError, match="do not fit"):
+        runfiles.load_weights(tiny(), headed.state_dict())  # the reverse drops a trained head: refused
 
 
 @pytest.mark.parametrize("bias,value_head", [(False, False), (True, False), (True, True)])

@@ -11,7 +11,7 @@ import sample
 import train
 from data import Vocab
 from model import GPTConfig, KVCache
-from runtime import load_checkpoint, model_from_checkpoint
+from runfiles import load_checkpoint, model_from_checkpoint
 
 TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--batch_size", "8", "--block_size", "96",
         "--task_train", "200", "--eval_problems", "4", "--eval_iters", "1", "--warmup_iters", "2"]
