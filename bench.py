@@ -1,6 +1,9 @@
 """Benchmark: does an offline IQLearn update cost what an MLE update costs? And a GAIL iteration?
 
-One model, one random batch, full training steps (forward, loss, backward, AdamW step) with two
+Three programs, each with flags of its own: the loss benchmark (the default), `bench.py algorithms`
+and `bench.py memory`.
+
+The loss benchmark: one model, one random batch, full training steps (forward, loss, backward, AdamW step) with two
 losses, interleaved so that whatever else the machine does slows both alike:
   MLE      F.cross_entropy on the logits (what iqlearn_loss is at lam = 0)
   IQLearn  iqlearn.iqlearn_loss with lam > 0 (nll + lam * td)
@@ -9,17 +12,18 @@ on paper), MFU on CUDA, and IQLearn/MLE ratios.
 The paper measured +3.7% (T5-base, 196 vs 189 ms); the loss touches the largest tensor of the
 model, the [B, T, V] logits, so a careless one shows up here in time and in memory.
 
---algorithms times whole training iterations instead, from an MLE checkpoint (--init_from) on the task
-and batch size of the run that made it, interleaved the same way: train.py's at lambda 0 (MLE) and at
+`bench.py algorithms` times whole training iterations instead, from an MLE checkpoint (--init_from)
+on the task and batch size of the run that made it, interleaved the same way: train.py's at lambda 0 (MLE) and at
 --lam (offline IQLearn), and gail.py's (sampling, discriminator step, rewards, policy step), each
 built by its script's setup(). Reported: median ms/iteration, GAIL's parts, the ratios to MLE.
+`bench.py memory` prints each GPT-2 size's step memory on paper and runs nothing.
 
     python bench.py                          # GPT-2 vocabulary, small body: the loss matters
     python bench.py --default_config         # train.py's default run on this device
     python bench.py --n_layer=12 --n_head=12 --n_embd=768 --block_size=1024 --batch_size=16 --compile
     python bench.py --gpt2 gpt2 --block_size 512 --batch_size 2 --steps 3   # GPT-2 small's shape
-    python bench.py --memory_table --batch_size 8 --block_size 512  # each GPT-2 size, on paper
-    python bench.py --algorithms --init_from out_mle/ckpt.pt      # MLE vs IQLearn vs GAIL iterations
+    python bench.py memory --batch_size 8 --block_size 512    # each GPT-2 size, on paper
+    python bench.py algorithms --init_from out_mle/ckpt.pt    # MLE vs IQLearn vs GAIL iterations
 """
 
 import argparse
@@ -51,11 +55,6 @@ from runtime import DTYPES, autocast, grad_scaler, param_counts, pick_device, pi
 # Dense bf16 (= fp16) tensor-core peak FLOP/s, matched on torch.cuda.get_device_name(), first
 # match wins. A float32 run is measured against the same peak, as nanoGPT does.
 PEAK_FLOPS = [("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("A100", 312e12)]
-# What --algorithms takes from its checkpoint's run instead (the model, batch and data), or has no use for.
-NOT_WITH_ALGORITHMS = ["n_layer", "n_head", "n_embd", "block_size", "batch_size", "vocab_size", "gpt2",
-                       "memory_table", "compile", "peak_flops", "default_config"]
-
-
 def train_defaults() -> dict:
     """train.py's default run, derived from its TrainConfig: the model, the batch and lambda, the
     built-in task's compact vocabulary, its batches' mean padded length, and the share of the
@@ -76,79 +75,114 @@ def train_defaults() -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = Parser(description=__doc__.splitlines()[0],
-               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    sizes = [("n_layer", 2, "transformer blocks"), ("n_head", 4, "attention heads"),
-             ("n_embd", 128, "model width"), ("block_size", 256, "= tokens per row"),
-             ("batch_size", 4, "rows per batch"),
-             ("vocab_size", 50304, "GPT-2's, padded to a multiple of 64")]
-    for name, default, what in sizes:
-        p.add_argument(f"--{name}", type=int, default=default, help=what)
-    p.add_argument("--gpt2", default=None, choices=list(GPT2_SIZES),
-                   help="this GPT-2's shape, biases and GELU (replaces the sizes but block and batch)")
-    p.add_argument("--memory_table", action="store_true",
-                   help="print each GPT-2 size's step memory on paper at --batch_size x --block_size; no run")
+    """The flags of the program the first word names (`algorithms`, `memory`), else of the loss
+    benchmark; each program has a parser of its own, so a flag it has no use for is refused."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    program = argv.pop(0) if argv and argv[0] in ("algorithms", "memory") else "loss"
+    args = {"loss": loss_args, "algorithms": algorithms_args, "memory": memory_args}[program](argv)
+    args.program = program
+    return args
+
+
+def parser(program: str, what: str) -> Parser:
+    return Parser(prog=f"bench.py{program}", description=what, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+
+def add_timing_flags(p: Parser) -> None:
+    """The flags of the two programs that time steps."""
     p.add_argument("--lam", type=float, default=0.5, help="IQLearn's TD weight")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"],
                    help="auto: cuda, else mps, else cpu")
     p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
                    help="autocast dtype; auto: bf16 on CUDA (fp16 without bf16), else float32")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--steps", type=int, default=10, help="timed steps per loss")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per loss first")
-    p.add_argument("--peak_flops", type=float, default=None,
-                   help="device peak FLOP/s for MFU; None: looked up by CUDA device name")
-    p.add_argument("--default_config", action="store_true",
-                   help="bench train.py's default run: its model, batch, lambda, vocabulary and mean "
-                        "padded length (replace the sizes and --lam)")
-    p.add_argument("--algorithms", action="store_true",
-                   help="time whole iterations of MLE, offline IQLearn (--lam) and GAIL from --init_from")
-    p.add_argument("--init_from", default=None,
-                   help="--algorithms: an MLE checkpoint (train.py's ckpt.pt); its run sets model, batch, data")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per contender")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per contender first")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    args = p.parse_args(argv)
-    check_algorithms_flags(p, args)
-    args.seq_len = args.block_size
-    if args.default_config:
-        vars(args).update(train_defaults())
-    if args.gpt2:
-        args.n_layer, args.n_head, args.n_embd = GPT2_SIZES[args.gpt2]
-        args.vocab_size = GPT2_VOCAB
-    for name in ["n_layer", "n_head", "n_embd", "block_size", "batch_size", "vocab_size", "steps"]:
-        if getattr(args, name) <= 0:
-            p.error(f"--{name} must be positive, got {getattr(args, name)}")
-    if args.n_embd % args.n_head:
-        p.error(f"--n_embd {args.n_embd} is not divisible by --n_head {args.n_head}")
+
+
+def check_timing_flags(p: Parser, args: argparse.Namespace) -> None:
+    if args.steps <= 0:
+        p.error(f"--steps must be positive, got {args.steps}")
     if args.warmup < 0:
         p.error(f"--warmup must be >= 0, got {args.warmup}")
     try:
         check_coefficients(lam=args.lam)
     except ValueError as e:
         p.error(f"--lam: {e}")
-    if args.peak_flops is not None and not args.peak_flops > 0:
-        p.error(f"--peak_flops must be positive, got {args.peak_flops}")
     try:
         args.device = pick_device(args.device)
     except ValueError as e:
         p.error(str(e))
     args.dtype = str(pick_dtype(args.dtype, args.device)).removeprefix("torch.")
+
+
+def add_size_flags(p: Parser, sizes: list[tuple[str, int, str]]) -> None:
+    for name, default, what in sizes:
+        p.add_argument(f"--{name}", type=int, default=default, help=what)
+
+
+def check_sizes(p: Parser, args: argparse.Namespace, names: list[str]) -> None:
+    for name in names:
+        if getattr(args, name) <= 0:
+            p.error(f"--{name} must be positive, got {getattr(args, name)}")
+
+
+BLOCK_AND_BATCH = [("block_size", 256, "= tokens per row"), ("batch_size", 4, "rows per batch")]
+
+
+def loss_args(argv: list[str]) -> argparse.Namespace:
+    p = parser("", __doc__.splitlines()[0] + " (bench.py algorithms, bench.py memory: the other two programs)")
+    sizes = [("n_layer", 2, "transformer blocks"), ("n_head", 4, "attention heads"), ("n_embd", 128, "model width"),
+             *BLOCK_AND_BATCH, ("vocab_size", 50304, "GPT-2's, padded to a multiple of 64")]
+    add_size_flags(p, sizes)
+    p.add_argument("--gpt2", default=None, choices=list(GPT2_SIZES),
+                   help="this GPT-2's shape, biases and GELU (replaces the sizes but block and batch)")
+    add_timing_flags(p)
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--peak_flops", type=float, default=None,
+                   help="device peak FLOP/s for MFU; None: looked up by CUDA device name")
+    p.add_argument("--default_config", action="store_true",
+                   help="bench train.py's default run: its model, batch, lambda, vocabulary and mean "
+                        "padded length (replace the sizes and --lam)")
+    args = p.parse_args(argv)
+    args.seq_len = args.block_size
+    if args.default_config:
+        vars(args).update(train_defaults())
+    if args.gpt2:
+        args.n_layer, args.n_head, args.n_embd = GPT2_SIZES[args.gpt2]
+        args.vocab_size = GPT2_VOCAB
+    check_sizes(p, args, [name for name, _, _ in sizes])
+    if args.n_embd % args.n_head:
+        p.error(f"--n_embd {args.n_embd} is not divisible by --n_head {args.n_head}")
+    if args.peak_flops is not None and not args.peak_flops > 0:
+        p.error(f"--peak_flops must be positive, got {args.peak_flops}")
+    check_timing_flags(p, args)
     return args
 
 
-def check_algorithms_flags(p: Parser, args: argparse.Namespace) -> None:
-    """--algorithms and --init_from go together, and the flags the checkpoint's run replaces are not
-    given with them; the checkpoint is loaded here (args.source), so a bad one is one line too."""
-    if args.algorithms != (args.init_from is not None):
-        p.error("--algorithms and --init_from go together: --algorithms --init_from out_mle/ckpt.pt")
-    if not args.algorithms:
-        return
-    given = [f"--{name}" for name in NOT_WITH_ALGORITHMS if getattr(args, name) != p.get_default(name)]
-    if given:
-        p.error(f"{', '.join(given)}: not with --algorithms (the checkpoint's run sets the model, batch and data)")
+def algorithms_args(argv: list[str]) -> argparse.Namespace:
+    """The checkpoint's run sets the model, the batch and the data; the checkpoint is loaded here
+    (args.source), so a bad one is one line too."""
+    p = parser(" algorithms", "time whole iterations of MLE, offline IQLearn (--lam) and GAIL from an MLE "
+                              "checkpoint, on its run's model, batch and data")
+    p.add_argument("--init_from", required=True, help="an MLE checkpoint (train.py's ckpt.pt)")
+    add_timing_flags(p)
+    args = p.parse_args(argv)
+    check_timing_flags(p, args)
     try:
         args.source = load_checkpoint(args.init_from)
     except CheckpointError as e:
         p.error(f"--init_from: {e}")
+    return args
+
+
+def memory_args(argv: list[str]) -> argparse.Namespace:
+    p = parser(" memory", "each GPT-2 size's training step memory on paper (runtime.step_memory); no run")
+    add_size_flags(p, BLOCK_AND_BATCH)
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    args = p.parse_args(argv)
+    check_sizes(p, args, [name for name, _, _ in BLOCK_AND_BATCH])
+    return args
 
 
 def make_batch(args: argparse.Namespace, device: str
@@ -408,7 +442,7 @@ def print_memory_table(rows: list[dict], batch_size: int, block_size: int) -> No
 
 
 # ----------------------------------------------------------------------------------------------
-# --algorithms: whole iterations of train.py (MLE, IQLearn) and gail.py, from one checkpoint
+# bench.py algorithms: whole iterations of train.py (MLE, IQLearn) and gail.py, from one checkpoint
 
 def run_config(config_class: type, fixed: tuple[str, ...], args: argparse.Namespace, **overrides):
     """config_class's defaults, with what the checkpoint's run fixed (`fixed`: the script's
@@ -422,7 +456,7 @@ def algorithm_steps(args: argparse.Namespace) -> tuple[dict[str, Callable[[], ob
     """One training iteration of each algorithm, each on its own copy of the checkpoint's model as its
     script's setup() builds it; the list GAIL's iterations append their statistics to (the timings of
     their parts); and GAIL's configuration."""
-    import gail  # scripts; only --algorithms needs them
+    import gail  # scripts; only `bench.py algorithms` needs them
     import train
     steps, gail_stats = {}, []
     for name, lam in [("mle", 0.0), ("iqlearn", args.lam)]:
@@ -467,19 +501,18 @@ def print_algorithms_report(r: dict) -> None:
 
 
 def bench(args: argparse.Namespace) -> int:
-    """The run its flags ask for, printed as a report (or --json)."""
-    if args.memory_table:
-        rows = memory_table(args.batch_size, args.block_size)
-        if args.json:
-            print(json.dumps(rows))
-        else:
-            print_memory_table(rows, args.batch_size, args.block_size)
-        return 0
-    result = algorithms_benchmark(args) if args.algorithms else benchmark(args)
+    """The program its flags ask for, printed as a report (or --json)."""
+    if args.program == "memory":
+        result = memory_table(args.batch_size, args.block_size)
+        report = functools.partial(print_memory_table, batch_size=args.batch_size, block_size=args.block_size)
+    elif args.program == "algorithms":
+        result, report = algorithms_benchmark(args), print_algorithms_report
+    else:
+        result, report = benchmark(args), print_report
     if args.json:
         print(json.dumps(result))
     else:
-        (print_algorithms_report if args.algorithms else print_report)(result)
+        report(result)
     return 0
 
 

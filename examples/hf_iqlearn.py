@@ -108,25 +108,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--model", default="gpt2", help="a Hugging Face causal LM: a Hub name or a local folder")
     p.add_argument("--data", default=None, help='JSONL of {"prompt", "response"} (or GSM8K\'s {"question", '
                                                 '"answer"}); default: problems of the built-in task')
-    p.add_argument("--lambda", dest="lam", type=float, default=0.1, help="weight of the TD term; 0 = MLE")
-    p.add_argument("--gamma", type=float, default=0.9, help="discount in r_t = Q(s_t,a_t) - gamma V(s_t+1)")
-    p.add_argument("--value_head", action="store_true", help="add a zero-initialised per-state value offset")
+    add_loss_flags(p)
     p.add_argument("--steps", type=int, default=50, help="optimizer steps")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--learning_rate", type=float, default=3e-5)
     p.add_argument("--seed", type=int, default=1337)
     args = p.parse_args(argv)
+    check_flags(p, args, ["steps", "batch_size"])
+    return args
+
+
+def add_loss_flags(p: Parser) -> None:
+    """The loss's flags (trl_iqlearn.py takes them too)."""
+    p.add_argument("--lambda", dest="lam", type=float, default=0.1, help="weight of the TD term; 0 = MLE")
+    p.add_argument("--gamma", type=float, default=0.9, help="discount in r_t = Q(s_t,a_t) - gamma V(s_t+1)")
+    p.add_argument("--value_head", action="store_true", help="add a zero-initialised per-state value offset")
+
+
+def check_flags(p: Parser, args: argparse.Namespace, counts: list[str]) -> None:
+    """lambda and gamma in range, the counts >= 1, the seed and the learning rate usable (trl_iqlearn.py's too)."""
     try:
         check_coefficients(lam=args.lam, gamma=args.gamma)
     except ValueError as e:
         p.error(f"{e} (--lambda, --gamma)")
-    if min(args.steps, args.batch_size) < 1:
-        p.error("--steps and --batch_size must be >= 1")
+    if min(getattr(args, name) for name in counts) < 1:
+        flags = [f"--{name}" for name in counts]
+        p.error(f"{', '.join(flags[:-1])} and {flags[-1]} must be >= 1")
     if not 0 <= args.seed <= MAX_SEED:
         p.error(f"--seed must be in [0, {MAX_SEED}], got {args.seed}")
     if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
         p.error(f"--learning_rate must be a finite number > 0, got {args.learning_rate}")
-    return args
 
 
 def load(model_name: str) -> tuple:

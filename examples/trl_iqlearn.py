@@ -50,7 +50,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # iqlearn.py is one folder up
 sys.path.insert(0, HERE)                   # hf_iqlearn.py beside this file
-from hf_iqlearn import IGNORE, ValueOffset, load, pairs, targets_and_done  # noqa: E402
+from hf_iqlearn import IGNORE, ValueOffset, add_loss_flags, check_flags, load, pairs, targets_and_done  # noqa: E402
 from iqlearn import check_coefficients, iqlearn_loss  # noqa: E402
 from errors import Parser, UserError, run_main  # noqa: E402  (the project's one-line errors)
 
@@ -178,9 +178,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--trainer", choices=("iqlearn", "sft"), default="iqlearn",
                    help="sft: TRL's own SFTTrainer on the same data, the baseline (takes no --lambda, --gamma, "
                         "--value_head)")
-    p.add_argument("--lambda", dest="lam", type=float, default=0.1, help="weight of the TD term; 0 = MLE")
-    p.add_argument("--gamma", type=float, default=0.9, help="discount in r_t = Q(s_t,a_t) - gamma V(s_t+1)")
-    p.add_argument("--value_head", action="store_true", help="add a zero-initialised per-state value offset")
+    add_loss_flags(p)
     p.add_argument("--steps", type=int, default=20, help="optimizer steps")
     p.add_argument("--batch_size", type=int, default=8, help="per process and micro-batch")
     p.add_argument("--grad_accum", type=int, default=1, help="micro-batches per optimizer step")
@@ -189,12 +187,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--output_dir", default="out_trl", help="where the trained model and tokenizer are saved")
     p.add_argument("--seed", type=int, default=1337)
     args = p.parse_args(argv)
-    try:
-        check_coefficients(lam=args.lam, gamma=args.gamma)
-    except ValueError as e:
-        p.error(f"{e} (--lambda, --gamma)")
-    if min(args.steps, args.batch_size, args.grad_accum) < 1:
-        p.error("--steps, --batch_size and --grad_accum must be >= 1")
+    check_flags(p, args, ["steps", "batch_size", "grad_accum"])
     if args.trainer == "sft" and args.value_head:
         p.error("--value_head is IQLearn's; --trainer sft trains TRL's own loss")
     return args

@@ -27,7 +27,7 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
-# A tiny run of the built-in task, for GAIL's tests and bench.py's --algorithms (gail.py takes these flags too).
+# A tiny run of the built-in task, for GAIL's tests and `bench.py algorithms` (gail.py takes these flags too).
 TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--batch_size", "8", "--block_size", "96",
         "--task_train", "200", "--eval_problems", "2", "--eval_iters", "1"]
 

@@ -56,7 +56,7 @@ def test_step_memory_on_paper_is_what_the_cpu_profiler_records(dtype):
 
 
 def test_gpt2_memory_table_lists_every_size_and_grows_with_it():
-    out = bench("--memory_table", "--batch_size=8", "--block_size=512", "--json")
+    out = bench("memory", "--batch_size=8", "--block_size=512", "--json")
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
     assert [r["model"] for r in rows] == ["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"]
@@ -66,7 +66,7 @@ def test_gpt2_memory_table_lists_every_size_and_grows_with_it():
 
 
 def test_algorithms_times_whole_iterations_of_mle_iqlearn_and_gail(mle_base, capsys):
-    args = parse_args(["--algorithms", "--init_from", str(mle_base), "--steps=1", "--warmup=0", "--device=cpu"])
+    args = parse_args(["algorithms", "--init_from", str(mle_base), "--steps=1", "--warmup=0", "--device=cpu"])
     r = algorithms_benchmark(args)
     for key in ["mle_ms", "iqlearn_ms", "gail_ms", "gail_sample_ms", "gail_disc_ms", "gail_policy_ms",
                 "iqlearn_ratio", "gail_ratio"]:
@@ -78,10 +78,11 @@ def test_algorithms_times_whole_iterations_of_mle_iqlearn_and_gail(mle_base, cap
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--algorithms"], "go together"),
-    (["--init_from", "ckpt.pt"], "go together"),
-    (["--algorithms", "--init_from", "ckpt.pt", "--n_embd=64", "--compile"], "--n_embd, --compile: not with"),
-    (["--algorithms", "--init_from", "no/such/ckpt.pt"], "no checkpoint at no/such/ckpt.pt"),
+    (["algorithms"], "the following arguments are required: --init_from"),
+    (["--init_from", "ckpt.pt"], "unrecognized arguments: --init_from"),
+    (["algorithms", "--init_from", "ckpt.pt", "--n_embd=64", "--compile"], "unrecognized arguments: --n_embd=64 --compile"),
+    (["memory", "--steps", "3"], "unrecognized arguments: --steps"),
+    (["algorithms", "--init_from", "no/such/ckpt.pt"], "no checkpoint at no/such/ckpt.pt"),
 ])
 def test_bad_algorithms_flags_are_one_line_and_exit_2(flags, message, capsys):
     with pytest.raises(SystemExit) as raised:

@@ -254,7 +254,7 @@ def test_bench_on_a_checkpoint_whose_data_moved_is_one_line(tmp_path, capsys):
     assert call(train.main, [*FAST, "--data", data, "--max_iters", 1, "--lambda", 0, "--out_dir", out]) == 0
     data.unlink()
     capsys.readouterr()
-    code = call(bench.main, ["--algorithms", "--init_from", out / "ckpt.pt", "--steps", 1, "--warmup", 0])
+    code = call(bench.main, ["algorithms", "--init_from", out / "ckpt.pt", "--steps", 1, "--warmup", 0])
     one_line(capsys, code, 2, "data file not found")
 
 

@@ -263,7 +263,7 @@ def probes(s: str) -> list[tuple]:
     add("export full disk", full_disk(2**20, "export.py", ["--out_dir", f"{s}/full", "--hf_dir", f"{s}/hf_full",
                                                           "--no_check"]), (1,), nothing_left("."))
     add("bench --steps 0", [PY, "bench.py", "--steps", "0"])
-    add("bench --algorithms evil pickle", [PY, "bench.py", "--algorithms", "--init_from", f"{s}/evil.pt"])
+    add("bench algorithms evil pickle", [PY, "bench.py", "algorithms", "--init_from", f"{s}/evil.pt"])
     add("toy_mdp --plot missing folder", [PY, "toy_mdp.py", "--plot", f"{s}/nope/toy.png"])
     add("hf_iqlearn --model missing", [PY, "examples/hf_iqlearn.py", "--model", f"{s}/nope"])
     add("hf_iqlearn --model not HF", [PY, "examples/hf_iqlearn.py", "--model", f"{s}/not_hf"])
