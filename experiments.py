@@ -27,9 +27,9 @@ import sys
 
 from errors import Parser, UserError
 from lab.registry import GROUPS
+from lab.runner import provenance, run_group
 
 MEASUREMENTS = ("null_reason", "disc_ceiling", "reward_sites")   # lab/<name>.py: measurements, not registry runs
-from lab.runner import provenance, run_group
 
 
 def main(argv: list[str] | None = None) -> int:
