@@ -5,6 +5,7 @@ print the tables (markdown) from what the runs left behind.
     python experiments.py --only shift_tuning,shift  # one or more groups; finished runs are skipped
     python experiments.py --only disc_ceiling,reward_sites   # Results §11's two measurements
     python experiments.py --only quickstart          # the README quick start's two commands
+    python experiments.py --only quickstart_seeds    # its default over seeds, and a cheaper one
     python experiments.py --only null_reason         # KL of the recipe to a tempered MLE (Results §9)
     python experiments.py --only gail,gail_frontier,gail_controls --plot   # GAIL against IQLearn (§10)
     python experiments.py --report         # only print the tables of the runs that exist
@@ -69,6 +70,8 @@ def run_and_report(chosen: list[str], args: argparse.Namespace) -> None:
             measurements[group][0]() if group in measurements else run_group(GROUPS[group], args.jobs)
     if "quickstart" in chosen:
         print(tables.quickstart_table() + "\n")
+    if "quickstart_seeds" in chosen:
+        print(tables.defaults_report() + "\n")
     if set(chosen) & {"frontier", "value_head"}:
         tables.report_frontier()
     if "null_reason" in chosen:

@@ -380,29 +380,23 @@ def sample_or_evaluate(args: argparse.Namespace) -> int:
     checkpoint = load_checkpoint(os.path.join(args.out_dir, "ckpt.pt"))
     model = model_from_checkpoint(checkpoint).to(device).eval()
     vocab = Vocab.from_state(checkpoint["vocab"])
-    if args.eval:
-        return evaluate(model, checkpoint, vocab, args, device)
-    if args.rewards and checkpoint.get("algorithm") == "gail":
-        raise UserError("--rewards shows IQLearn's implicit rewards; a GAIL run's reward is its discriminator's")
+    job = evaluate if args.eval else view_rewards if args.rewards else print_samples
+    return job(model, checkpoint, vocab, args, device)
+
+
+def chosen_problems(checkpoint: dict, vocab: Vocab, args: argparse.Namespace, block_size: int) -> list[Problem]:
+    """The --start prompt (with no reference), or the first --num_problems problems of --split."""
     if args.start is not None:
-        problems = [Problem(read_prompt(args.start, vocab, model.config.block_size), [], "")]
-    else:
-        problems, _ = load_problems(checkpoint, vocab, args.split, args.num_problems, model.config.block_size)
-    deterministic = args.beam or args.temperature[0] == 0 or args.rewards
-    repeated = [p for p in problems for _ in range(1 if deterministic else args.num_samples)]
-    prompts = [p.prompt for p in repeated]
+        return [Problem(read_prompt(args.start, vocab, block_size), [], "")]
+    return load_problems(checkpoint, vocab, args.split, args.num_problems, block_size)[0]
+
+
+def decode(model: GPT, prompts: list[list[int]], args: argparse.Namespace, eos: int, device: str) -> list[list[int]]:
+    """Beam search with --beam, else sampling at --temperature (0: greedy) from the --top_k tokens."""
     if args.beam:
-        outputs = beam_search_all(model, prompts, args.beam, args.max_new_tokens, vocab.eos)
-    else:
-        generator = torch.Generator(device).manual_seed(args.seed)
-        outputs = model.generate(prompts, args.max_new_tokens, args.temperature[0], args.top_k, vocab.eos, generator)
-    if args.rewards:
-        gamma = checkpoint["config"]["gamma"]
-        show_rewards(vocab, prompts[0], outputs[0], score(model, prompts, outputs, gamma, vocab.eos)[0], gamma,
-                     repeated[0].reference)
-    else:
-        print_samples(vocab, repeated, outputs)
-    return 0
+        return beam_search_all(model, prompts, args.beam, args.max_new_tokens, eos)
+    generator = torch.Generator(device).manual_seed(args.seed)
+    return model.generate(prompts, args.max_new_tokens, args.temperature[0], args.top_k, eos, generator)
 
 
 def evaluate(model: GPT, checkpoint: dict, vocab: Vocab, args: argparse.Namespace, device: str) -> int:
@@ -415,14 +409,31 @@ def evaluate(model: GPT, checkpoint: dict, vocab: Vocab, args: argparse.Namespac
     return 0
 
 
-def print_samples(vocab: Vocab, problems: list[Problem], outputs: list[list[int]]) -> None:
-    """Each prompt with its continuation, and whether the answer is right where it can be checked."""
-    for problem, output in zip(problems, outputs):
+def print_samples(model: GPT, checkpoint: dict, vocab: Vocab, args: argparse.Namespace, device: str) -> int:
+    """--num_samples samples of each prompt (one if decoding is deterministic), each printed after
+    its prompt with whether the answer is right where it can be checked."""
+    deterministic = args.beam or args.temperature[0] == 0
+    problems = chosen_problems(checkpoint, vocab, args, model.config.block_size)
+    repeated = [p for p in problems for _ in range(1 if deterministic else args.num_samples)]
+    for problem, output in zip(repeated, decode(model, [p.prompt for p in repeated], args, vocab.eos, device)):
         print(vocab.decode(problem.prompt) + text_of(vocab, output))
         if extract_answer(problem.reference) is not None:
             print(f"[{'correct' if correct(vocab, output, problem) else 'wrong'}: "
                   f"the reference answer is {extract_answer(problem.reference):g}]")
         print("---------------")
+    return 0
+
+
+def view_rewards(model: GPT, checkpoint: dict, vocab: Vocab, args: argparse.Namespace, device: str) -> int:
+    """--rewards: one decoded response to the prompt, with r_t and V(s_t) at each of its tokens."""
+    if checkpoint.get("algorithm") == "gail":
+        raise UserError("--rewards shows IQLearn's implicit rewards; a GAIL run's reward is its discriminator's")
+    problem = chosen_problems(checkpoint, vocab, args, model.config.block_size)[0]
+    output = decode(model, [problem.prompt], args, vocab.eos, device)[0]
+    gamma = checkpoint["config"]["gamma"]
+    scored = score(model, [problem.prompt], [output], gamma, vocab.eos)[0]
+    show_rewards(vocab, problem.prompt, output, scored, gamma, problem.reference)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
