@@ -55,6 +55,8 @@ from runtime import DTYPES, autocast, grad_scaler, param_counts, pick_device, pi
 # Dense bf16 (= fp16) tensor-core peak FLOP/s, matched on torch.cuda.get_device_name(), first
 # match wins. A float32 run is measured against the same peak, as nanoGPT does.
 PEAK_FLOPS = [("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("A100", 312e12)]
+
+
 def train_defaults() -> dict:
     """train.py's default run, derived from its TrainConfig: the model, the batch and lambda, the
     built-in task's compact vocabulary, its batches' mean padded length, and the share of the
