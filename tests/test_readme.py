@@ -256,3 +256,11 @@ def test_every_backticked_module_name_resolves():
     assert len(names) > 10 and resolves("train.TrainConfig.lam") and not resolves("model.GPT.from_pretrained")
     stale = [f"{where}: {name}" for where, name in names if not resolves(name)]
     assert not stale, "names that do not exist: " + "; ".join(stale)
+
+
+def test_the_reading_guides_line_counts_are_the_files():
+    guide = read(os.path.join(ROOT, "README.md")).split("## Reading guide", 1)[1].split("\n## ", 1)[0]
+    counts = re.findall(r"`(\w+\.py)`\**\s+\((\d+)(?: lines)?\)", guide)
+    assert len(counts) >= 6, counts   # the lesson's three, runtime, runfiles, gpt2
+    for name, count in counts:
+        assert len(read(os.path.join(ROOT, name)).splitlines()) == int(count), f"README says {name} has {count} lines"
