@@ -207,7 +207,7 @@ def make_batch(args: argparse.Namespace, device: str
 def mle_loss(logits: torch.Tensor, targets: torch.Tensor, done: torch.Tensor, lam: float
              ) -> torch.Tensor:
     """The baseline: cross-entropy, i.e. iqlearn_loss at lam = 0 (lam unused, same signature)."""
-    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1)
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
 
 
 def iq_loss(logits: torch.Tensor, targets: torch.Tensor, done: torch.Tensor, lam: float
