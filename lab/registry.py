@@ -93,9 +93,9 @@ QUICKSTART = [Method("quickstart_lam0.5", ("--lambda", "0.5"), None),
               Method("quickstart_lam0", ("--lambda", "0"), None)]
 # The quick start's default over seeds, and a cheaper default (2/3 of the iterations at 1.5 times
 # the learning rate) tried against it for a five-minute quick start (docs/performance.md).
-CHEAPER = ("--max_iters", "800", "--learning_rate", "3e-3", "--min_lr", "3e-4", "--warmup_iters", "50")
-DEFAULTS = [Method(f"{prefix}_lam{lam}", ("--lambda", lam, *flags), ())
-            for prefix, flags in (("default", ()), ("iters800", CHEAPER)) for lam in ("0", "0.5")]
+CHEAPER_FLAGS = ("--max_iters", "800", "--learning_rate", "3e-3", "--min_lr", "3e-4", "--warmup_iters", "50")
+DEFAULT = {lam: Method(f"default_lam{lam}", ("--lambda", lam), ()) for lam in ("0", "0.5")}
+CHEAPER = {lam: Method(f"iters800_lam{lam}", ("--lambda", lam, *CHEAPER_FLAGS), ()) for lam in DEFAULT}
 SWEEP = {0.0: iq(0.0, label="MLE"), 0.01: iq(0.01, label="IQLearn λ = 0.01", colour="#74c476"),
          0.1: iq(0.1, label="IQLearn λ = 0.1", colour="#41ab5d"),
          0.5: iq(0.5, label="IQLearn λ = 0.5", colour="#8c6d31")}
@@ -195,7 +195,7 @@ FRONTIER_RUNS = (by_seed([MLE, RECIPE], FRONTIER_SEEDS) + by_method([HEAD_RECIPE
                  + by_method([SWEEP[0.01]], FRONTIER_SEEDS) + by_method([SWEEP[0.1], *HEAD.values()]))
 GROUPS = {
     "quickstart": Group(QUICKSTART_EVAL, [m.run() for m in QUICKSTART]),
-    "quickstart_seeds": Group(QUICKSTART_EVAL, by_seed(DEFAULTS, (1, 2))),
+    "quickstart_seeds": Group(QUICKSTART_EVAL, by_seed([*DEFAULT.values(), *CHEAPER.values()], (1, 2))),
     # The protocol with and without a value head (its from-scratch runs are in the frontier).
     "value_head": Group(EVAL, by_seed([FINETUNED[0.0], FINETUNED[0.1], FINETUNED[0.5], *FINETUNED_HEAD.values(),
                                        FINETUNED_HEAD_RECIPE])),

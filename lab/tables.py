@@ -98,10 +98,12 @@ def quickstart_table() -> str:
 def defaults_report() -> str:
     """The quick start's default over seeds beside the cheaper default tried against it."""
     columns = ("accuracy_greedy", "accuracy_beam", "accuracy_sample", "nll")
-    default, cheaper = registry.DEFAULTS[:2], registry.DEFAULTS[2:]
+    methods = [*registry.DEFAULT.values(), *registry.CHEAPER.values()]
+    pairs = [(f"{registry.CHEAPER[lam].prefix} − {default.prefix}", registry.CHEAPER[lam], default)
+             for lam, default in registry.DEFAULT.items()]
     return ("### The quick start's default over seeds, and a cheaper default (800 iterations)\n\n"
-            + table([(m.prefix, m) for m in registry.DEFAULTS], columns) + "\n\nPaired by seed:\n\n"
-            + paired_table([(f"{c.prefix} − {d.prefix}", c, d) for c, d in zip(cheaper, default)], columns))
+            + table([(m.prefix, m) for m in methods], columns) + "\n\nPaired by seed:\n\n"
+            + paired_table(pairs, columns))
 
 
 # ----------------------------------------------------------------------------------------------
